@@ -1,0 +1,47 @@
+"""`ingest-pipelines`: the demo, and the subcommands each workflow kind adds (serve, job, pennsieve-target).
+
+Each kind's CLI module exposes `add_parsers(subparsers)`; the handler is set with `set_defaults(func=...)`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import logging
+import sys
+from collections.abc import Sequence
+
+#: modules that add subcommands (skipped when not present).
+CLI_MODULES = (
+    "ingest_pipelines.demo",
+    "ingest_pipelines.bundles.cli",
+    "ingest_pipelines.pennsieve.cli",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ingest-pipelines", description="Move objects out of S3 into the systems that need them (Dagster code location)."
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for module in CLI_MODULES:
+        if importlib.util.find_spec(module.rsplit(".", 1)[0]) is None or importlib.util.find_spec(module) is None:
+            continue
+        importlib.import_module(module).add_parsers(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""`sync` workflows: snapshot + change capture from a source into destinations (connylabs + Conduit)."""
