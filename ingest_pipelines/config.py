@@ -273,6 +273,8 @@ class IngestConfig(ConfigModel):
     #: where durable sync state (change batches, key index) lives: a store config (s3 or
     #: filesystem); default a folder `.ingest-state` beside ingest.yaml.
     state: StoreConfig | None = None
+    #: default executor of every workflow's jobs (see ingest_pipelines.execution); None: Dagster's default.
+    executor: dict[str, Any] | None = None
     #: workflows dropped in non-strict mode, with the reason.
     dropped: list[str] = Field(default_factory=list)
     #: the file this came from (for messages and for resources that re-read it).
@@ -332,6 +334,10 @@ def _expand_tree(value: Any, where: str, secret_keys: frozenset[str], key: str |
     return value
 
 
+#: keys of an `executor:` mapping kept as written (a `$VAR` broker URL reaches Dagster as an env var).
+EXECUTOR_SECRET_KEYS = frozenset({"broker", "backend"})
+
+
 def _secret_keys() -> frozenset[str]:
     keys: set[str] = set()
     for model in [*SOURCE_TYPES.values(), *DESTINATION_TYPES.values(), *WORKFLOW_KINDS.values()]:
@@ -370,7 +376,8 @@ def _parse_workflow(raw: Any, index: int, file: str, cfg_sources: set[str], cfg_
         raise ConfigError(f"{where}: field 'kind': unknown kind {kind!r} (known: {known})")
     model = WORKFLOW_KINDS[kind]
     try:
-        workflow = model.model_validate(_expand_tree(raw, where, frozenset(model.secret_fields if hasattr(model, "secret_fields") else ())))
+        secret_keys = frozenset((*getattr(model, "secret_fields", ()), *EXECUTOR_SECRET_KEYS))
+        workflow = model.model_validate(_expand_tree(raw, where, secret_keys))
     except ValidationError as exc:
         raise ConfigError(_validation_message(where, exc)) from None
     if not re.fullmatch(r"[A-Za-z0-9_.\-]+", workflow.name):
@@ -404,7 +411,7 @@ def parse_config(data: Any, file: str = "<config>") -> IngestConfig:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"{file}: expected a mapping at the top level, got {type(data).__name__}")
-    unknown = set(data) - {"sources", "destinations", "workflows", "strict", "state"}
+    unknown = set(data) - {"sources", "destinations", "workflows", "strict", "state", "executor"}
     if unknown:
         raise ConfigError(f"{file}: unknown top-level key(s): {', '.join(sorted(unknown))}")
     strict = data.get("strict", True)
@@ -426,12 +433,20 @@ def parse_config(data: Any, file: str = "<config>") -> IngestConfig:
                 raise ConfigError(f"{file}: duplicate {label} name {item.name!r}")
             seen.add(item.name)
 
+    from ingest_pipelines.execution import check_executors, parse_executor  # it imports this module
+
+    executor = data.get("executor")
+    if executor is not None:
+        executor = _expand_tree(executor, file, EXECUTOR_SECRET_KEYS)
+        parse_executor(executor, file)
+
     workflows: list[WorkflowConfig] = []
     dropped: list[str] = []
     seen_names: dict[str, str] = {}
     for i, raw in enumerate(section("workflows")):
         try:
             workflow = _parse_workflow(raw, i, file, {s.name for s in sources}, {d.name for d in dests})
+            parse_executor(workflow.executor, f"{file}: workflow {workflow.name!r}")
             safe = dagster_name(workflow.name)
             if workflow.name in seen_names:
                 raise ConfigError(f"{file}: workflow {workflow.name!r}: duplicate workflow name")
@@ -451,15 +466,18 @@ def parse_config(data: Any, file: str = "<config>") -> IngestConfig:
         raw_state = dict(data["state"])
         raw_state.setdefault("name", "state")
         state = _parse_store(raw_state, "state", 0, SOURCE_TYPES, file)
-    return IngestConfig(
+    config = IngestConfig(
         sources=sources,
         destinations=dests,
         workflows=workflows,
         strict=strict,
         state=state,
+        executor=executor,
         dropped=dropped,
         path=None if file.startswith("<") else file,
     )
+    check_executors(config)
+    return config
 
 
 def load_config(path: str | os.PathLike[str] | None = None) -> IngestConfig:

@@ -10,6 +10,7 @@ import importlib
 import dagster as dg
 
 from ingest_pipelines.config import IngestConfig
+from ingest_pipelines.defs.executors import executor_for, io_manager_resources
 from ingest_pipelines.defs.resources import build_resources
 
 #: workflow `kind:` -> the defs package that builds it.
@@ -22,7 +23,8 @@ KIND_DEFS = {
 
 
 def build_definitions(config: IngestConfig) -> dg.Definitions:
-    parts = [dg.Definitions(resources=build_resources(config))]
+    # the top-level `executor:` also applies to assets materialized from the UI
+    parts = [dg.Definitions(resources={**build_resources(config), **io_manager_resources(config)}, executor=executor_for(None, config))]
     for workflow in config.workflows:
         builder = importlib.import_module(KIND_DEFS[workflow.kind])
         parts.append(builder.build(workflow, config))
