@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+import yaml
 
 from ingest_pipelines_tests.conftest import REPO_ROOT, subprocess_env
 
@@ -112,10 +113,16 @@ def redis_db_url(db: int = REDIS_DB) -> str:
     return url
 
 
-def instance_home(path: Path, instance_yaml: Path = DEPLOY_INSTANCE) -> Path:
-    """A DAGSTER_HOME holding deploy/dagster.yaml (PostgreSQL from the DAGSTER_PG_* environment)."""
+def instance_home(path: Path, instance_yaml: Path = DEPLOY_INSTANCE, dequeue_seconds: int | None = None) -> Path:
+    """A DAGSTER_HOME holding deploy/dagster.yaml (PostgreSQL from the DAGSTER_PG_* environment);
+    `dequeue_seconds` shortens the run queue's poll (5 s) so that a test's serial runs follow quickly."""
     path.mkdir(parents=True, exist_ok=True)
-    shutil.copy(instance_yaml, path / "dagster.yaml")
+    if dequeue_seconds is None:
+        shutil.copy(instance_yaml, path / "dagster.yaml")
+        return path
+    document = yaml.safe_load(instance_yaml.read_text())
+    document["run_coordinator"].setdefault("config", {})["dequeue_interval_seconds"] = dequeue_seconds
+    (path / "dagster.yaml").write_text(yaml.safe_dump(document, sort_keys=False))
     return path
 
 
