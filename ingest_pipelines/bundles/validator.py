@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import tarfile
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
@@ -278,7 +279,10 @@ class BundleValidator:
     def _stage(self, relative: str, stream: BinaryIO, size: int, entry: FileEntry | None) -> None:
         algorithms = (entry.hashtype,) if entry is not None else SPECULATIVE_HASHES
         hashing = HashingReader(stream, algorithms)
-        self.staging.upload(relative, hashing)
+        try:
+            self.staging.upload(relative, hashing)
+        except (tarfile.TarError, EOFError, zlib.error) as exc:
+            raise BundleError(self.task, f"{DATA_DIR}{relative}: bundle is truncated or corrupt: {exc}") from None
         if hashing.size != size:
             raise BundleError(self.task, f"{DATA_DIR}{relative}: read {hashing.size} bytes, expected {size}")
         staged = _Staged(entry=entry, size=hashing.size, digests=hashing.hexdigests())
@@ -312,13 +316,13 @@ class BundleValidator:
         handle = tar.extractfile(member)
         assert handle is not None
         self._accept_metadata(parse_metadata(handle.read()))
+        self.progress.start(resume)
         # members staged before metadata.txt are checked now
         for relative, staged in self._staged.items():
             entry = self.metadata.files.get(relative) if self.metadata else None
             if entry is None:
                 raise BundleError(TASK_INGEST_FILES, f"{DATA_DIR}{relative}: not listed in {METADATA_MEMBER}")
             self._verify(relative, staged, entry)
-        self.progress.start(resume)
 
     def _accept_metadata(self, metadata: BundleMetadata) -> None:
         self.progress.finish(TASK_LOAD_METADATA)
