@@ -3,8 +3,6 @@
 The job state follows the run: a rejected bundle fails the run and marks the job FAILED at its task.
 """
 
-from __future__ import annotations
-
 import dagster as dg
 
 from ingest_pipelines.bundles.config import BundleWorkflow

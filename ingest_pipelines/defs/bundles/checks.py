@@ -1,8 +1,6 @@
 """The bundle asset's check, per partition: the job is OK and complete, and the archive holds exactly the
 files listed in its metadata.json (right sizes) and nothing else."""
 
-from __future__ import annotations
-
 import json
 
 import dagster as dg

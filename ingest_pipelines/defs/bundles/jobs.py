@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import dagster as dg
 
 from ingest_pipelines.bundles.config import BundleWorkflow
@@ -16,7 +18,7 @@ def bundle_asset_key(workflow: BundleWorkflow) -> dg.AssetKey:
     return dg.AssetKey([dagster_name(workflow.name), "bundle"])
 
 
-def build_ingest_job(workflow: BundleWorkflow, partitions: dg.PartitionsDefinition) -> dg.UnresolvedAssetJobDefinition:
+def build_ingest_job(workflow: BundleWorkflow, partitions: dg.PartitionsDefinition) -> Any:
     return dg.define_asset_job(
         ingest_job_name(workflow),
         selection=dg.AssetSelection.assets(bundle_asset_key(workflow)),

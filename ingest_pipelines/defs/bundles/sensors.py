@@ -1,9 +1,8 @@
 """Sensors of a bundle workflow: the drop sensor (new *.tar / *.tar.gz -> job id, dynamic partition, run)
 and the run failure sensor (a run that died marks its job FAILED at the task it reached)."""
 
-from __future__ import annotations
-
 import json
+from typing import Any
 
 import dagster as dg
 
@@ -19,7 +18,7 @@ def _status(workflow: BundleWorkflow) -> dg.DefaultSensorStatus:
 
 
 def build_drop_sensor(
-    workflow: BundleWorkflow, config: IngestConfig, partitions: dg.DynamicPartitionsDefinition, job: dg.UnresolvedAssetJobDefinition
+    workflow: BundleWorkflow, config: IngestConfig, partitions: dg.DynamicPartitionsDefinition, job: Any
 ) -> dg.SensorDefinition:
     source_key = store_resource_key("source", workflow.source or "")
     jobs_url = workflow.jobs_url(config)
@@ -54,7 +53,7 @@ def build_drop_sensor(
     return drop_sensor
 
 
-def build_run_failure_sensor(workflow: BundleWorkflow, config: IngestConfig, job: dg.UnresolvedAssetJobDefinition) -> dg.SensorDefinition:
+def build_run_failure_sensor(workflow: BundleWorkflow, config: IngestConfig, job: Any) -> dg.SensorDefinition:
     jobs_url = workflow.jobs_url(config)
 
     @dg.run_failure_sensor(
