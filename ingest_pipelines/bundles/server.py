@@ -9,6 +9,7 @@ from typing import Any
 
 import anyio
 import anyio.from_thread
+import anyio.lowlevel
 import anyio.to_thread
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -33,6 +34,8 @@ class AsyncBodyReader:
     from the event loop one at a time, so the body is never held in memory whole."""
 
     def __init__(self, chunks: AsyncIterator[bytes]):
+        # made on the event loop; read() runs in boto3's transfer threads, which need the loop's token
+        self._token = anyio.lowlevel.current_token()
         self._chunks = chunks
         self._buffer = b""
         self._done = False
@@ -46,7 +49,7 @@ class AsyncBodyReader:
 
     def read(self, size: int = -1) -> bytes:
         while not self._done and (size < 0 or len(self._buffer) < size):
-            chunk = anyio.from_thread.run(self._next)
+            chunk = anyio.from_thread.run(self._next, token=self._token)
             if chunk is None:
                 self._done = True
             else:

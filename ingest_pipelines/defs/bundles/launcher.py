@@ -90,7 +90,7 @@ class RunSubmitter:
             return run.run_id
 
     def _find_job(self, workspace: Any, job_name: str) -> tuple[Any, Any, RemoteJob]:
-        errors = workspace.get_code_location_errors()
+        errors = [entry.load_error for entry in workspace.get_code_location_entries().values() if entry.load_error]
         for entry in workspace.get_code_location_entries().values():
             location = entry.code_location
             if location is None or (self.location_name and location.name != self.location_name):
