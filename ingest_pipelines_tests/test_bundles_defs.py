@@ -162,3 +162,19 @@ def test_run_failure_sensor_marks_a_stuck_job_failed(setup: dict[str, Any], inst
     assert (failed.state, failed.task, failed.complete) == ("FAILED", "ingest files", True)
     assert run.run_id in failed.exception
     assert Path(setup["config"].path).exists()
+
+
+def test_demo_seed_gives_a_loadable_workflow_and_a_good_sample(s3_server, s3, tmp_path, write_config, instance) -> None:
+    from ingest_pipelines.bundles.demo import seed
+    from ingest_pipelines.demo import DemoContext
+
+    ctx = DemoContext(endpoint_url=s3_server.endpoint_url, s3=s3, workdir=tmp_path)
+    document = seed(ctx)
+    document["state"] = {"type": "filesystem", "path": str(tmp_path / "state")}
+    config = load_config(write_config(document))
+    setup = {"defs": build_definitions(config), "jobs": JobStore(config.workflows[0].jobs_url(config)), "s3": s3}
+    partition = _tick(setup, instance).run_requests[0].partition_key
+    instance.add_dynamic_partitions(PARTITIONS, [partition])
+    assert _materialize(setup, instance, partition).success
+    assert setup["jobs"].get(int(partition)).state == "OK"
+    assert len(keys(s3, "bundle-archive")) == 4
