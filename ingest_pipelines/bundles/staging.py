@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import BinaryIO
 
 from ingest_pipelines.storage import ObjectStore, StoreError
@@ -28,13 +29,39 @@ class ArchiveLayout:
 
 
 class StagingArea:
-    """Objects written for one job; `promote` moves them to their final keys, `discard` removes everything."""
+    """Objects written for one job; `promote` moves them to their final keys, `discard` removes everything.
 
-    def __init__(self, store: ObjectStore, layout: ArchiveLayout):
+    Small files are written by `threads` workers while the tar stream moves on (at most `threads` bodies
+    in memory); large ones stream through boto3's multipart upload."""
+
+    def __init__(self, store: ObjectStore, layout: ArchiveLayout, threads: int = 4):
         self.store = store
         self.layout = layout
         self.staged: dict[str, str] = {}  # path -> staging key
         self.promoted: list[str] = []
+        self.threads = threads
+        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="bundle-staging")
+        self._pending: list[Future[None]] = []
+
+    def submit(self, path: str, data: bytes) -> str:
+        """Write `data` in the background; blocks while `threads` writes are already in flight."""
+        key = self.layout.staging_key(path)
+        self.staged[path] = key
+        while len(self._pending) >= self.threads:
+            self._pending.pop(0).result()
+        self._pending.append(self._pool.submit(self.store.put_bytes, key, data))
+        return key
+
+    def wait(self) -> None:
+        """Every background write done; the first failure is raised."""
+        pending, self._pending = self._pending, []
+        errors = [future.exception() for future in pending]
+        for error in errors:
+            if error is not None:
+                raise error
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
 
     def upload(self, path: str, stream: BinaryIO) -> str:
         key = self.layout.staging_key(path)
@@ -50,19 +77,28 @@ class StagingArea:
         return key
 
     def promote(self, order: Iterable[str] | None = None) -> list[str]:
-        """Move staged objects to the final prefix (those named in `order` last, in that order)."""
+        """Move staged objects to the final prefix, concurrently; those named in `order` last, in that order."""
+        self.wait()
         last = list(order or [])
-        paths = [p for p in self.staged if p not in last] + [p for p in last if p in self.staged]
-        for path in paths:
-            final = self.layout.final_key(path)
-            self.promoted.append(final)
-            move_object(self.store, self.staged[path], final)
+        first = [p for p in self.staged if p not in last]
+        self.promoted.extend(self.layout.final_key(p) for p in first)
+        futures = [self._pool.submit(move_object, self.store, self.staged[p], self.layout.final_key(p)) for p in first]
+        for future in futures:
+            future.result()
+        for path in last:
+            if path in self.staged:
+                self.promoted.append(self.layout.final_key(path))
+                move_object(self.store, self.staged[path], self.layout.final_key(path))
         self.staged.clear()
         return list(self.promoted)
 
     def discard(self) -> list[str]:
         """Remove every staged and promoted object of this job; returns the keys that could not be removed."""
         left: list[str] = []
+        try:
+            self.wait()  # a write still in flight would land after the delete
+        except Exception:
+            pass
         for key in [*self.staged.values(), *self.promoted]:
             try:
                 self.store.delete(key)

@@ -46,6 +46,8 @@ SPECULATIVE_HASHES = ("sha1",)
 #: metadata.txt is read into memory: it must stay small
 MAX_METADATA_BYTES = 64 * 1024 * 1024
 READ_BLOCK = 1024 * 1024
+#: members up to this size are read whole and written by the staging workers (bounded: 4 in flight)
+SMALL_MEMBER = 8 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -200,6 +202,8 @@ class BundleValidator:
         except BaseException:
             self.staging.discard()
             raise
+        finally:
+            self.staging.close()
         result.source_bytes = reader.count
         result.seconds = time.monotonic() - started
         return result
@@ -234,6 +238,7 @@ class BundleValidator:
         if missing:
             shown = ", ".join(DATA_DIR + path for path in missing[:5])
             raise BundleError(TASK_INGEST_FILES, f"{len(missing)} file(s) listed in {METADATA_MEMBER} are missing from the bundle: {shown}")
+        self.staging.wait()
         self.progress.finish()
 
     def _member(self, tar: tarfile.TarFile, member: tarfile.TarInfo) -> None:
@@ -280,7 +285,11 @@ class BundleValidator:
         algorithms = (entry.hashtype,) if entry is not None else SPECULATIVE_HASHES
         hashing = HashingReader(stream, algorithms)
         try:
-            self.staging.upload(relative, hashing)
+            if size <= SMALL_MEMBER:
+                # read (and hash) now, write in the background while the stream moves on
+                self.staging.submit(relative, hashing.read(size + 1))
+            else:
+                self.staging.upload(relative, hashing)
         except (tarfile.TarError, EOFError, zlib.error) as exc:
             raise BundleError(self.task, f"{DATA_DIR}{relative}: bundle is truncated or corrupt: {exc}") from None
         if hashing.size != size:
@@ -296,6 +305,7 @@ class BundleValidator:
         got = staged.digests.get(entry.hashtype)
         if got is None:
             # metadata came after this member and names a hash we did not compute: re-read the staged copy
+            self.staging.wait()
             with self.destination.open(self.layout.staging_key(relative)) as handle:
                 hashing = HashingReader(handle, (entry.hashtype,))
                 while hashing.read(READ_BLOCK):
@@ -356,11 +366,14 @@ class BundleValidator:
                     self._stage(relative, handle, entry.size, entry)
                 done += entry.size
                 self.progress.advance(done, total)
+            self.staging.wait()
             self.progress.finish()
             result = self._finish()
         except BaseException:
             self.staging.discard()
             raise
+        finally:
+            self.staging.close()
         result.seconds = time.monotonic() - started
         return result
 
