@@ -269,3 +269,32 @@ def test_metadata_parsing_rules() -> None:
             parse_metadata(json.dumps([bad]))
     with pytest.raises(BundleError, match="listed twice"):
         parse_metadata(json.dumps([entry, entry]))
+
+
+def test_filesystem_drop_folder_and_archive(tmp_path: Path) -> None:
+    from ingest_pipelines.bundles.jobs import JobStore as Store
+
+    config = parse_config(
+        {
+            "sources": [{"name": "dropbox", "type": "filesystem", "path": str(tmp_path / "drop")}],
+            "destinations": [{"name": "archive", "type": "filesystem", "path": str(tmp_path / "archive"), "prefix": "a/"}],
+            "workflows": [{"name": "fs", "kind": "bundle", "source": "dropbox", "destinations": ["archive"]}],
+            "state": {"type": "filesystem", "path": str(tmp_path / "state")},
+        }
+    )
+    workflow = config.workflows[0]
+    jobs = Store(workflow.jobs_url(config))
+    assert workflow.jobs_url(config) == f"sqlite:///{tmp_path / 'state' / 'bundle-jobs.db'}"
+    source, archive = open_store(config.source("dropbox")), open_store(config.destination("archive"))
+    source.put_bytes("b.tar", build_tar(metadata_first=False))
+    job = jobs.create("fs", "b.tar", source.head("b.tar").etag)
+    run_job(workflow, jobs, job.job_id, source, archive)
+    root = tmp_path / "archive" / "a"
+    found = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+    assert found == sorted(f"{job.job_id}/{p}" for p in [*SAMPLE_FILES, "metadata.json"])
+    assert (root / f"{job.job_id}/mywork/experiment/results.csv").read_bytes() == SAMPLE_FILES["mywork/experiment/results.csv"]
+    source.put_bytes("c.tar", build_tar(extra=[hostile("../../escape")]))
+    bad = jobs.create("fs", "c.tar", source.head("c.tar").etag)
+    with pytest.raises(BundleError, match="path leaves the bundle"):
+        run_job(workflow, jobs, bad.job_id, source, archive)
+    assert not (tmp_path / "escape").exists() and not (root / str(bad.job_id)).exists() and not (root / ".staging").exists()
