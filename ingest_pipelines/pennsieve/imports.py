@@ -80,7 +80,7 @@ def _digest(value: Any) -> str:
     return hashlib.sha256(orjson.dumps(value, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
 
 
-def _file_changes(manifest: dict[str, Any], files: list[InputFile]) -> list[str]:
+def changes_since(manifest: dict[str, Any], files: list[InputFile]) -> list[str]:
     """How the current files differ from the manifest's, as short phrases (empty: the same)."""
     before = {entry["file_path"]: entry["size"] for entry in manifest["files"]}
     now = {item.file_path: item.size for item in files}
@@ -134,7 +134,7 @@ def run_import(
     manifest = load_manifest(state, manifest_key)
     resumed = False
     if manifest is not None:
-        changes = _file_changes(manifest, files) + _request_changes(manifest, request)
+        changes = changes_since(manifest, files) + _request_changes(manifest, request)
         if not changes and manifest.get("import_id"):
             resumed = True
             log.info("import %s: resuming (%s)", manifest["import_id"], manifest["status"])

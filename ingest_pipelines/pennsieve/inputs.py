@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -147,6 +147,27 @@ def list_folders(store: ObjectStore, start_after: str | None = None, limit: int 
     return names[:limit], len(names) > limit
 
 
-def iter_folder(store: ObjectStore, folder: str) -> Iterator[Any]:
-    """Every object under a folder (ObjectInfo), for change checks."""
-    return store.list(_folder_prefix(folder))
+@dataclass(frozen=True)
+class FolderReadiness:
+    """Whether a folder is ready to import: it has files and none changed within the settle delay."""
+
+    ready: bool
+    files: int
+    #: changes when the folder's content changes (count, bytes, newest time): part of the sensor's run key.
+    fingerprint: str
+
+
+def folder_readiness(store: ObjectStore, folder: str, properties_file: str | None, now: datetime, settle_seconds: float) -> FolderReadiness:
+    inputs = ImportInputs(store, folder, properties_file)
+    skip = inputs._properties_key()
+    files = total = 0
+    newest: datetime | None = None
+    for info in store.list(inputs.folder):
+        if info.key == skip:
+            continue
+        files += 1
+        total += info.size
+        newest = info.last_modified if newest is None or info.last_modified > newest else newest
+    settled = newest is not None and (now - newest).total_seconds() >= settle_seconds
+    stamp = int(newest.timestamp()) if newest else 0
+    return FolderReadiness(ready=files > 0 and settled, files=files, fingerprint=f"{files}-{total}-{stamp}")
