@@ -131,7 +131,8 @@ def list_folders(store: ObjectStore, start_after: str | None = None, limit: int 
     if isinstance(store, S3Store):
         kwargs: dict[str, Any] = {"Bucket": store.bucket, "Prefix": store.prefix, "Delimiter": "/", "MaxKeys": limit}
         if start_after:
-            kwargs["StartAfter"] = store.full_key(start_after + "/\uffff")
+            # "0" is the character after "/": past every key of that folder, before any later folder
+            kwargs["StartAfter"] = store.full_key(start_after + "0")
         page = store.client.list_objects_v2(**kwargs)
         names = [store.relative_key(item["Prefix"]).rstrip("/") for item in page.get("CommonPrefixes", [])]
         return names, bool(page.get("IsTruncated"))

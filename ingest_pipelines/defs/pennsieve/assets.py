@@ -3,14 +3,13 @@
 Runs in the Dagster pool `pennsieve`; metadata carries counts, never the token.
 """
 
-from __future__ import annotations
-
 import dagster as dg
 
 from ingest_pipelines.config import IngestConfig, dagster_name
 from ingest_pipelines.defs.pennsieve.partitions import manifest_key
 from ingest_pipelines.defs.pennsieve.resources import api_resource_key
 from ingest_pipelines.defs.resources import STATE_RESOURCE_KEY, store_resource_key
+from ingest_pipelines.pennsieve.client import PennsieveError
 from ingest_pipelines.pennsieve.config import PennsieveWorkflow
 from ingest_pipelines.pennsieve.imports import ImportRequest, run_import
 from ingest_pipelines.pennsieve.inputs import ImportInputs
@@ -48,22 +47,27 @@ def build_import_asset(
         kinds={"pennsieve"},
         description=f"Pennsieve imports of the folders of source {workflow.source!r} into dataset {workflow.datasetId} (one partition per folder).",
     )
-    def pennsieve_import(context: dg.AssetExecutionContext, run_config: PennsieveImportConfig) -> dg.MaterializeResult:
+    def pennsieve_import(context: dg.AssetExecutionContext, config: PennsieveImportConfig) -> dg.MaterializeResult:
         folder = context.partition_key
-        inputs = ImportInputs(
-            getattr(context.resources, source_key).get_store(), folder, run_config.properties_file or workflow.propertiesFile
-        )
+        inputs = ImportInputs(getattr(context.resources, source_key).get_store(), folder, config.properties_file or workflow.propertiesFile)
         request = ImportRequest(
-            dataset_id=run_config.dataset_id or workflow.datasetId,
-            package_id=run_config.package_id or workflow.packageId,
-            import_type=run_config.import_type or workflow.importType,
-            asset_type=run_config.asset_type or workflow.assetType,
+            dataset_id=config.dataset_id or workflow.datasetId,
+            package_id=config.package_id or workflow.packageId,
+            import_type=config.import_type or workflow.importType,
+            asset_type=config.asset_type or workflow.assetType,
         )
         state = getattr(context.resources, STATE_RESOURCE_KEY).get_state()
-        with getattr(context.resources, api_key).get_client() as client:
-            result = run_import(
-                client, inputs, request, state, manifest_key(workflow, folder), UploadSettings(threads=workflow.uploadThreads)
-            )
+        key = manifest_key(workflow, folder)
+        try:
+            with getattr(context.resources, api_key).get_client() as client:
+                result = run_import(client, inputs, request, state, key, UploadSettings(threads=workflow.uploadThreads))
+        except PennsieveError as exc:
+            # the reason on the run page; the manifest keeps what a re-run needs to resume
+            manifest = state.get_json(key) or {}
+            raise dg.Failure(
+                description=f"{inputs.uri()}: {exc}",
+                metadata={"folder": inputs.uri(), "import_id": manifest.get("import_id") or "", "manifest": key},
+            ) from exc
         metadata: dict[str, object] = {
             "folder": inputs.uri(),
             "dataset_id": request.dataset_id,

@@ -3,8 +3,6 @@
 Reads the manifest and lists the folder; no Pennsieve call. Fails (ERROR) when unfinished, WARN when the folder changed since.
 """
 
-from __future__ import annotations
-
 import dagster as dg
 
 from ingest_pipelines.config import IngestConfig
