@@ -34,7 +34,7 @@ class UploadSettings:
 
     threads: int = 8
     multipart_threshold: int = 16 * MIB
-    multipart_chunksize: int = 16 * MIB
+    multipart_chunksize: int = 8 * MIB
 
     def transfer_config(self) -> TransferConfig:
         return TransferConfig(
