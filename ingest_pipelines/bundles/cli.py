@@ -1,0 +1,87 @@
+"""`ingest-pipelines serve` (the bundle HTTP front door) and `ingest-pipelines job` (Pacifica's admin
+subcommand that sets a stuck job's state)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+from ingest_pipelines.bundles.config import BundleWorkflow
+from ingest_pipelines.bundles.jobs import STATES, JobNotFound, JobStore
+from ingest_pipelines.config import ConfigError, IngestConfig, load_config
+
+log = logging.getLogger(__name__)
+
+
+def _bundle_workflows(config: IngestConfig, name: str | None) -> list[BundleWorkflow]:
+    workflows = [w for w in config.workflows if isinstance(w, BundleWorkflow)]
+    if name:
+        workflows = [w for w in workflows if w.name == name]
+        if not workflows:
+            raise ConfigError(f"{config.path}: no bundle workflow named {name!r}")
+    if not workflows:
+        raise ConfigError(f"{config.path}: no workflow of kind 'bundle'")
+    return workflows
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from ingest_pipelines.bundles.server import build_app
+
+    config = load_config(args.config)
+    _bundle_workflows(config, None)
+    if args.no_launch:
+        app = build_app(config, None)
+        uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+        return 0
+    # the Dagster side is imported only here: the domain layer stays free of Dagster
+    from ingest_pipelines.defs.bundles.launcher import RunSubmitter
+
+    with RunSubmitter(module=args.module, workspace_file=args.workspace, location_name=args.location_name) as submit:
+        app = build_app(config, submit)
+        uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+    return 0
+
+
+def run_job_command(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    fields: dict[str, object] = {}
+    for option, field in (("state", "state"), ("task", "task"), ("task_percent", "task_percent"), ("exception", "exception")):
+        value = getattr(args, option)
+        if value is not None:
+            fields[field] = value
+    urls = dict.fromkeys(w.jobs_url(config) for w in _bundle_workflows(config, args.workflow))
+    for url in urls:
+        store = JobStore(url)
+        if store.find(args.job_id) is None:
+            continue
+        job = store.update(args.job_id, **fields) if fields else store.get(args.job_id)
+        print(json.dumps(job.to_api(), indent=2))
+        return 0
+    print(str(JobNotFound(args.job_id)), file=sys.stderr)
+    return 1
+
+
+def add_parsers(subparsers: argparse._SubParsersAction) -> None:
+    serve = subparsers.add_parser("serve", help="the bundle HTTP front door (Pacifica's /ingest, /move, /get_state)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8066)
+    serve.add_argument("--config", default=None, help="ingest.yaml (default $INGEST_CONFIG, else ./ingest.yaml)")
+    serve.add_argument("--module", default="ingest_pipelines.definitions", help="code location module, as given to `dagster dev -m`")
+    serve.add_argument("--workspace", default=None, help="a workspace.yaml instead of --module (same as the webserver/daemon use)")
+    serve.add_argument("--location-name", default=None, help="the code location's name when it is not the module name")
+    serve.add_argument("--no-launch", action="store_true", help="do not launch runs; leave new jobs to the drop sensor")
+    serve.set_defaults(func=run_serve)
+
+    job = subparsers.add_parser("job", help="set a bundle job's state (e.g. fail a stuck job)")
+    job.add_argument("--job-id", type=int, required=True)
+    job.add_argument("--state", choices=STATES)
+    job.add_argument("--task", help="task name, e.g. 'ingest files'")
+    job.add_argument("--task-percent", type=float)
+    job.add_argument("--exception", help="the message shown in the job state")
+    job.add_argument("--workflow", default=None, help="the bundle workflow (default: every bundle workflow's job store)")
+    job.add_argument("--config", default=None, help="ingest.yaml (default $INGEST_CONFIG, else ./ingest.yaml)")
+    job.set_defaults(func=run_job_command)

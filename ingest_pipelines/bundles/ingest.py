@@ -1,0 +1,152 @@
+"""One bundle job from start to end: read the drop object, validate and ingest it, keep the job state.
+
+Used by the Dagster asset (and the benchmark); a retry of the same job first removes what an earlier attempt left.
+"""
+
+from __future__ import annotations
+
+import logging
+import posixpath
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+from pathlib import Path
+from typing import BinaryIO
+from urllib.parse import unquote, urlsplit
+
+from ingest_pipelines.bundles.config import BundleWorkflow
+from ingest_pipelines.bundles.format import METADATA_JSON, TASK_MOVE_FILES, BundleError, safe_relative_path
+from ingest_pipelines.bundles.jobs import STATE_OK, JobProgress, JobState, JobStore
+from ingest_pipelines.bundles.staging import ArchiveLayout, clear_job
+from ingest_pipelines.bundles.validator import BundleLimits, BundleValidator, IngestResult
+from ingest_pipelines.config import FilesystemStoreConfig, S3StoreConfig
+from ingest_pipelines.storage import ObjectStore, StoreError
+
+log = logging.getLogger(__name__)
+
+MOVE_SUFFIX = ".move.json"
+
+
+class JobInputError(RuntimeError):
+    """The job cannot start: no drop object recorded, or it is gone."""
+
+
+@dataclass(frozen=True)
+class JobOutcome:
+    job: JobState
+    result: IngestResult | None
+    #: true when the job was already complete and nothing was done
+    skipped: bool = False
+
+
+def resolve_move_source(store: ObjectStore, source: str) -> str:
+    """A move entry's `source` as a key of the drop store: a relative key, `s3://bucket/key` in the
+    drop bucket and prefix, or a path / file:// URI inside the drop folder. Anything else is refused."""
+    config = store.config
+    prefix = config.prefix
+    parts = urlsplit(source)
+    if parts.scheme == "s3":
+        if not isinstance(config, S3StoreConfig) or parts.netloc != config.bucket:
+            raise BundleError(TASK_MOVE_FILES, f"source {source!r} is outside the drop location {store.uri()}")
+        full = parts.path.lstrip("/")
+    elif parts.scheme == "file" or source.startswith("/"):
+        if not isinstance(config, FilesystemStoreConfig):
+            raise BundleError(TASK_MOVE_FILES, f"source {source!r} is outside the drop location {store.uri()}")
+        path = Path(unquote(parts.path) if parts.scheme == "file" else source).resolve()
+        root = Path(config.path).resolve()
+        if root not in path.parents:
+            raise BundleError(TASK_MOVE_FILES, f"source {source!r} is outside the drop location {store.uri()}")
+        full = path.relative_to(root).as_posix()
+    elif parts.scheme:
+        raise BundleError(TASK_MOVE_FILES, f"source {source!r}: unsupported scheme {parts.scheme!r}")
+    else:
+        full = prefix + source
+    safe = safe_relative_path(full)
+    if safe is None or not safe.startswith(prefix):
+        raise BundleError(TASK_MOVE_FILES, f"source {source!r} is outside the drop location {store.uri()}")
+    return safe[len(prefix) :]
+
+
+def run_job(
+    workflow: BundleWorkflow,
+    jobs: JobStore,
+    job_id: int,
+    source: ObjectStore,
+    destination: ObjectStore,
+    run_id: str | None = None,
+) -> JobOutcome:
+    """Validate and ingest job `job_id`. A rejected bundle raises BundleError after the job is marked FAILED
+    at the task that rejected it; any other error marks it FAILED at the task reached and propagates."""
+    job = jobs.get(job_id)
+    layout = ArchiveLayout(job_id, workflow.stagingPrefix)
+    if job.complete and job.state == STATE_OK and destination.head(layout.final_key(METADATA_JSON)) is not None:
+        return JobOutcome(job=job, result=None, skipped=True)
+    if not job.source_key:
+        raise JobInputError(f"job {job_id} has no drop object recorded")
+    jobs.update(job_id, state=STATE_OK, exception="", run_id=run_id)
+    progress = JobProgress(jobs, job_id)
+    validator = BundleValidator(
+        destination,
+        job_id,
+        staging_prefix=workflow.stagingPrefix,
+        limits=BundleLimits(workflow.maxMembers, workflow.maxTotalSize),
+        policy=workflow.policy,
+        metadata_service=workflow.metadataService,
+        progress=progress,
+    )
+    try:
+        removed = clear_job(destination, layout)
+        if removed:
+            log.info("job %s: removed %d objects left by an earlier attempt", job_id, removed)
+        if job.source_key.endswith(MOVE_SUFFIX):
+            result = _run_move(validator, source, job.source_key)
+        else:
+            info = source.head(job.source_key)
+            if info is None:
+                raise JobInputError(f"job {job_id}: drop object {source.uri(job.source_key)} does not exist")
+            stream = source.open(job.source_key)
+            try:
+                result = validator.ingest_tar(stream, info.size)
+            finally:
+                _close(stream)
+    except BundleError as exc:
+        jobs.fail(job_id, exc.task, exc.message)
+        raise
+    except Exception as exc:
+        jobs.fail(job_id, validator.task or "open tar", f"{type(exc).__name__}: {exc}")
+        raise
+    if workflow.cleanUp:
+        try:
+            source.delete(job.source_key)
+        except StoreError as exc:  # the archive is complete; a leftover drop object is only a warning
+            log.warning("job %s: cleanUp could not delete %s: %s", job_id, job.source_key, exc)
+    return JobOutcome(job=jobs.get(job_id), result=result)
+
+
+def _run_move(validator: BundleValidator, source: ObjectStore, document_key: str) -> IngestResult:
+    document = source.get_bytes(document_key)
+    moved: list[str] = []
+
+    def open_source(name: str) -> BinaryIO:
+        key = resolve_move_source(source, name)
+        if source.head(key) is None:
+            raise BundleError(TASK_MOVE_FILES, f"source {name!r} does not exist ({source.uri(key)})")
+        moved.append(key)
+        return source.open(key)
+
+    result = validator.ingest_move(document, open_source)
+    # a move removes the originals, only once the archive holds every file
+    for key in moved:
+        source.delete(key)
+    return result
+
+
+def _close(stream: object) -> None:
+    close = getattr(stream, "close", None)
+    if close is not None:
+        close()
+
+
+def drop_name_matches(key: str, patterns: list[str]) -> bool:
+    """Whether a drop object's name (the part after the last '/') matches one of the patterns."""
+    name = posixpath.basename(key)
+    return any(fnmatchcase(name, pattern) for pattern in patterns)

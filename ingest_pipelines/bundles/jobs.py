@@ -1,0 +1,227 @@
+"""The Pacifica job state store over SQLAlchemy (SQLite by default, PostgreSQL by URL).
+
+One row per bundle: {job_id, state OK|FAILED, task, task_percent, complete, updated, created, exception} plus where it came from.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+
+from ingest_pipelines.bundles.format import TASK_INGEST_METADATA, TASK_UPLOADING
+
+STATE_OK = "OK"
+STATE_FAILED = "FAILED"
+STATES = (STATE_OK, STATE_FAILED)
+
+_metadata = sa.MetaData()
+JOBS_TABLE = sa.Table(
+    "bundle_jobs",
+    _metadata,
+    sa.Column("job_id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("workflow", sa.String(255), nullable=False, index=True),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("task", sa.String(64), nullable=False),
+    sa.Column("task_percent", sa.Float, nullable=False, default=0.0),
+    sa.Column("complete", sa.Boolean, nullable=False, default=False),
+    sa.Column("created", sa.DateTime, nullable=False),
+    sa.Column("updated", sa.DateTime, nullable=False),
+    sa.Column("exception", sa.Text, nullable=False, default=""),
+    #: the object in the drop location (relative to the source prefix) and its ETag once known
+    sa.Column("source_key", sa.String(1024), nullable=True),
+    sa.Column("source_etag", sa.String(255), nullable=True),
+    #: "sensor", "ingest" (POST /ingest) or "move" (POST /move)
+    sa.Column("origin", sa.String(16), nullable=False, default="sensor"),
+    sa.Column("run_id", sa.String(64), nullable=True),
+    sa.Index("ix_bundle_jobs_source", "workflow", "source_key"),
+)
+
+
+class JobNotFound(KeyError):
+    """No job with this id (the front door answers 404)."""
+
+    def __init__(self, job_id: int):
+        super().__init__(job_id)
+        self.job_id = job_id
+
+    def __str__(self) -> str:
+        return f"job {self.job_id} not found"
+
+
+def _now() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None, microsecond=0)
+
+
+@dataclass(frozen=True)
+class JobState:
+    job_id: int
+    workflow: str
+    state: str
+    task: str
+    task_percent: float
+    complete: bool
+    created: datetime
+    updated: datetime
+    exception: str
+    source_key: str | None
+    source_etag: str | None
+    origin: str
+    run_id: str | None
+
+    def to_api(self) -> dict[str, Any]:
+        """The document Pacifica's GET /get_state answers (task_percent as a string, like Pacifica)."""
+        return {
+            "job_id": self.job_id,
+            "state": self.state,
+            "task": self.task,
+            "task_percent": f"{self.task_percent:.1f}",
+            "complete": self.complete,
+            "updated": self.updated.strftime("%Y-%m-%d %H:%M:%S"),
+            "created": self.created.strftime("%Y-%m-%d %H:%M:%S"),
+            "exception": self.exception,
+        }
+
+
+class JobStore:
+    """Job rows in one table; every method is one short transaction, safe from several threads/processes."""
+
+    _engines: dict[str, sa.Engine] = {}
+    _engines_lock = threading.Lock()
+
+    def __init__(self, url: str):
+        self.url = url
+        self.engine = self._engine(url)
+
+    @classmethod
+    def _engine(cls, url: str) -> sa.Engine:
+        with cls._engines_lock:
+            engine = cls._engines.get(url)
+            if engine is None:
+                parsed = make_url(url)
+                kwargs: dict[str, Any] = {}
+                if parsed.get_backend_name() == "sqlite":
+                    if parsed.database and parsed.database != ":memory:":
+                        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+                    # the front door, sensors and runs write from different processes: wait for the lock
+                    kwargs["connect_args"] = {"timeout": 30}
+                engine = sa.create_engine(url, **kwargs)
+                if parsed.get_backend_name() == "sqlite":
+                    sa.event.listen(engine, "connect", _sqlite_wal)
+                _metadata.create_all(engine)
+                cls._engines[url] = engine
+            return engine
+
+    def _row(self, row: Any) -> JobState:
+        return JobState(**{column: getattr(row, column) for column in JobState.__dataclass_fields__})
+
+    def create(
+        self,
+        workflow: str,
+        source_key: str | None = None,
+        source_etag: str | None = None,
+        origin: str = "sensor",
+        task: str = TASK_UPLOADING,
+    ) -> JobState:
+        now = _now()
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                JOBS_TABLE.insert().values(
+                    workflow=workflow,
+                    state=STATE_OK,
+                    task=task,
+                    task_percent=0.0,
+                    complete=False,
+                    created=now,
+                    updated=now,
+                    exception="",
+                    source_key=source_key,
+                    source_etag=source_etag,
+                    origin=origin,
+                )
+            )
+            job_id = int(result.inserted_primary_key[0])
+        return self.get(job_id)
+
+    def get(self, job_id: int) -> JobState:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(JOBS_TABLE).where(JOBS_TABLE.c.job_id == int(job_id))).first()
+        if row is None:
+            raise JobNotFound(int(job_id))
+        return self._row(row)
+
+    def find(self, job_id: int) -> JobState | None:
+        try:
+            return self.get(job_id)
+        except JobNotFound:
+            return None
+
+    def by_source(self, workflow: str, source_key: str) -> list[JobState]:
+        """Jobs made for one drop object (any ETag), newest first."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(JOBS_TABLE)
+                .where(JOBS_TABLE.c.workflow == workflow, JOBS_TABLE.c.source_key == source_key)
+                .order_by(JOBS_TABLE.c.job_id.desc())
+            ).all()
+        return [self._row(row) for row in rows]
+
+    def update(self, job_id: int, **fields: Any) -> JobState:
+        """Set fields (state, task, task_percent, exception, source_key, source_etag, run_id); `complete`
+        follows Pacifica: true when FAILED or when "ingest metadata" reached 100."""
+        current = self.get(job_id)
+        values = {**{k: getattr(current, k) for k in ("state", "task", "task_percent", "exception")}, **fields}
+        if values["state"] not in STATES:
+            raise ValueError(f"state must be one of {', '.join(STATES)}, got {values['state']!r}")
+        values["task_percent"] = float(values["task_percent"])
+        values["complete"] = values["state"] == STATE_FAILED or (values["task"] == TASK_INGEST_METADATA and values["task_percent"] >= 100.0)
+        values["updated"] = _now()
+        with self.engine.begin() as conn:
+            conn.execute(JOBS_TABLE.update().where(JOBS_TABLE.c.job_id == int(job_id)).values(**values))
+        return self.get(job_id)
+
+    def fail(self, job_id: int, task: str, exception: str) -> JobState:
+        return self.update(job_id, state=STATE_FAILED, task=task, exception=exception)
+
+
+def _sqlite_wal(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.close()
+
+
+class JobProgress:
+    """Reports one job's task and percent as bytes go by, writing at most every `interval` seconds."""
+
+    def __init__(self, store: JobStore | None, job_id: int, interval: float = 1.0):
+        self.store = store
+        self.job_id = job_id
+        self.interval = interval
+        self.task = ""
+        self.percent = 0.0
+        self._written = 0.0
+
+    def start(self, task: str) -> None:
+        self.task, self.percent = task, 0.0
+        self._write()
+
+    def advance(self, done: int, total: int) -> None:
+        self.percent = min(100.0, 100.0 * done / total) if total else 100.0
+        if time.monotonic() - self._written >= self.interval:
+            self._write()
+
+    def finish(self, task: str | None = None) -> None:
+        self.task = task or self.task
+        self.percent = 100.0
+        self._write()
+
+    def _write(self) -> None:
+        self._written = time.monotonic()
+        if self.store is not None:
+            self.store.update(self.job_id, task=self.task, task_percent=self.percent)

@@ -1,0 +1,209 @@
+"""The HTTP front door of bundle workflows, with Pacifica Ingest's API: POST /ingest (/upload), POST /move,
+GET /get_state. Uploads stream to the drop location; the run is launched through an injected `submit`."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import anyio
+import anyio.from_thread
+import anyio.lowlevel
+import anyio.to_thread
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from ingest_pipelines.bundles.config import BundleWorkflow
+from ingest_pipelines.bundles.format import TASK_UPLOADING, BundleError, parse_metadata
+from ingest_pipelines.bundles.ingest import MOVE_SUFFIX, resolve_move_source
+from ingest_pipelines.bundles.jobs import JobNotFound, JobState, JobStore
+from ingest_pipelines.config import IngestConfig
+from ingest_pipelines.storage import open_store
+
+log = logging.getLogger(__name__)
+
+#: submit(workflow, job_id) -> run id; the Dagster layer provides it (defs/bundles/launcher.py)
+Submit = Callable[[BundleWorkflow, int], str]
+
+
+class AsyncBodyReader:
+    """A blocking `read()` over the request body, for boto3 running in a worker thread: it pulls chunks
+    from the event loop one at a time, so the body is never held in memory whole."""
+
+    def __init__(self, chunks: AsyncIterator[bytes]):
+        # made on the event loop; read() runs in boto3's transfer threads, which need the loop's token
+        self._token = anyio.lowlevel.current_token()
+        self._chunks = chunks
+        self._buffer = b""
+        self._done = False
+        self.size = 0
+
+    async def _next(self) -> bytes | None:
+        try:
+            return await self._chunks.__anext__()
+        except StopAsyncIteration:
+            return None
+
+    def read(self, size: int = -1) -> bytes:
+        while not self._done and (size < 0 or len(self._buffer) < size):
+            chunk = anyio.from_thread.run(self._next, token=self._token)
+            if chunk is None:
+                self._done = True
+            else:
+                self._buffer += chunk
+        if size < 0:
+            data, self._buffer = self._buffer, b""
+        else:
+            data, self._buffer = self._buffer[:size], self._buffer[size:]
+        self.size += len(data)
+        return data
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+
+class FrontDoor:
+    """The bundle workflows of one ingest.yaml behind Pacifica's endpoints."""
+
+    def __init__(self, config: IngestConfig, submit: Submit | None):
+        self.config = config
+        self.submit = submit
+        self.workflows = {w.name: w for w in config.workflows if isinstance(w, BundleWorkflow)}
+
+    def workflow(self, request: Request) -> BundleWorkflow:
+        name = request.query_params.get("workflow")
+        if name:
+            if name not in self.workflows:
+                raise _HTTPError(404, f"no bundle workflow named {name!r} (known: {', '.join(sorted(self.workflows))})")
+            return self.workflows[name]
+        if len(self.workflows) == 1:
+            return next(iter(self.workflows.values()))
+        raise _HTTPError(400, f"several bundle workflows: add ?workflow=NAME (one of {', '.join(sorted(self.workflows))})")
+
+    def jobs(self, workflow: BundleWorkflow) -> JobStore:
+        return JobStore(workflow.jobs_url(self.config))
+
+    def source(self, workflow: BundleWorkflow) -> Any:
+        return open_store(self.config.source(workflow.source or ""))
+
+    async def ingest(self, request: Request) -> JSONResponse:
+        workflow = self.workflow(request)
+        jobs = self.jobs(workflow)
+        job = await anyio.to_thread.run_sync(lambda: jobs.create(workflow.name, origin="ingest", task=TASK_UPLOADING))
+        key = f"{workflow.uploadPrefix}{job.job_id}.tar"
+        reader = AsyncBodyReader(request.stream())
+
+        def upload() -> None:
+            store = self.source(workflow)
+            jobs.update(job.job_id, source_key=key)
+            store.upload_fileobj(key, reader)
+            info = store.head(key)
+            jobs.update(job.job_id, source_etag=info.etag if info else "")
+
+        try:
+            await anyio.to_thread.run_sync(upload)
+        except Exception as exc:
+            log.exception("job %s: upload failed", job.job_id)
+            message = f"upload failed: {exc}"
+            failed = await anyio.to_thread.run_sync(lambda: jobs.fail(job.job_id, TASK_UPLOADING, message))
+            return JSONResponse(failed.to_api(), status_code=500)
+        log.info("job %s: received %d bytes as %s", job.job_id, reader.size, key)
+        return await self._launch(workflow, jobs, job)
+
+    async def move(self, request: Request) -> JSONResponse:
+        workflow = self.workflow(request)
+        body = await request.body()
+        try:
+            metadata = parse_metadata(body)
+            store = self.source(workflow)
+            for entry in metadata.files.values():
+                if not entry.source:
+                    raise BundleError("load metadata", f"{entry.path}: a move entry needs 'source'")
+                resolve_move_source(store, entry.source)
+        except BundleError as exc:
+            raise _HTTPError(400, f"{exc.task}: {exc.message}") from None
+        jobs = self.jobs(workflow)
+
+        def store_document() -> JobState:
+            job = jobs.create(workflow.name, origin="move", task=TASK_UPLOADING)
+            key = f"{workflow.uploadPrefix}{job.job_id}{MOVE_SUFFIX}"
+            jobs.update(job.job_id, source_key=key)
+            store.put_bytes(key, body, content_type="application/json")
+            return jobs.update(job.job_id, source_etag=(store.head(key).etag if store.head(key) else ""))
+
+        job = await anyio.to_thread.run_sync(store_document)
+        return await self._launch(workflow, jobs, job)
+
+    async def _launch(self, workflow: BundleWorkflow, jobs: JobStore, job: JobState) -> JSONResponse:
+        if self.submit is None:
+            # --no-launch: hand the job to the drop sensor, which requests runs for sensor jobs not yet run
+            state = await anyio.to_thread.run_sync(lambda: jobs.update(job.job_id, origin="sensor", task="open tar"))
+            return JSONResponse(state.to_api())
+        submit = self.submit
+        try:
+            run_id = await anyio.to_thread.run_sync(lambda: submit(workflow, job.job_id))
+        except Exception as exc:
+            log.exception("job %s: launching the run failed", job.job_id)
+            message = f"launching the Dagster run failed: {exc}"
+            failed = await anyio.to_thread.run_sync(lambda: jobs.fail(job.job_id, TASK_UPLOADING, message))
+            return JSONResponse(failed.to_api(), status_code=500)
+        state = await anyio.to_thread.run_sync(lambda: jobs.update(job.job_id, task="open tar", run_id=run_id))
+        log.info("job %s: run %s submitted", job.job_id, run_id)
+        return JSONResponse(state.to_api())
+
+    async def get_state(self, request: Request) -> JSONResponse:
+        raw = request.query_params.get("job_id", "")
+        if not raw.isdigit():
+            raise _HTTPError(400, "job_id must be a number")
+        job_id = int(raw)
+        if request.query_params.get("workflow") or len(self.workflows) <= 1:
+            candidates = [self.workflow(request)]
+        else:
+            candidates = list(self.workflows.values())
+        seen: set[str] = set()
+        for workflow in candidates:
+            url = workflow.jobs_url(self.config)
+            if url in seen:
+                continue
+            seen.add(url)
+            try:
+                job = await anyio.to_thread.run_sync(lambda url=url: JobStore(url).get(job_id))
+            except JobNotFound:
+                continue
+            if job.workflow in self.workflows:
+                return JSONResponse(job.to_api())
+        raise _HTTPError(404, f"job {job_id} not found")
+
+
+class _HTTPError(Exception):
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+async def _error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, _HTTPError)
+    return JSONResponse({"error": exc.message}, status_code=exc.status)
+
+
+def build_app(config: IngestConfig, submit: Submit | None) -> Starlette:
+    """The ASGI app; `submit` launches the Dagster run of a job (None: only register the job)."""
+    door = FrontDoor(config, submit)
+    if not door.workflows:
+        raise ValueError(f"{config.path or 'ingest.yaml'}: no workflow of kind 'bundle' to serve")
+    routes = [
+        Route("/ingest", door.ingest, methods=["POST"]),
+        Route("/upload", door.ingest, methods=["POST"]),
+        Route("/move", door.move, methods=["POST"]),
+        Route("/get_state", door.get_state, methods=["GET"]),
+    ]
+    app = Starlette(routes=routes, exception_handlers={_HTTPError: _error})
+    app.state.front_door = door
+    return app

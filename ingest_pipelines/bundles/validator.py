@@ -1,0 +1,399 @@
+"""Streamed bundle validation: the tar is read once from the drop location, each data/ member hashed while
+it is uploaded to the archive's staging prefix, and promoted only after the whole bundle checked out.
+
+Pacifica's tasks, in order: "open tar", "load metadata", "Policy Validation", "ingest files", "ingest metadata".
+metadata.txt may come anywhere in the tar: members before it are staged while hashed with the speculative
+algorithms (sha1, Pacifica's default) and verified once it is read; a member whose listed hashtype was not
+computed is re-read from staging. Nothing is extracted to local disk.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tarfile
+import time
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO
+
+import requests
+
+from ingest_pipelines.bundles.config import ServiceConfig
+from ingest_pipelines.bundles.format import (
+    DATA_DIR,
+    METADATA_JSON,
+    METADATA_MEMBER,
+    TASK_INGEST_FILES,
+    TASK_INGEST_METADATA,
+    TASK_LOAD_METADATA,
+    TASK_MOVE_FILES,
+    TASK_OPEN_TAR,
+    TASK_POLICY,
+    BundleError,
+    BundleMetadata,
+    FileEntry,
+    metadata_document,
+    parse_metadata,
+    safe_relative_path,
+)
+from ingest_pipelines.bundles.jobs import JobProgress
+from ingest_pipelines.bundles.staging import ArchiveLayout, StagingArea
+from ingest_pipelines.storage import ObjectStore
+
+#: hashes computed for members that arrive before metadata.txt names their hashtype
+SPECULATIVE_HASHES = ("sha1",)
+#: metadata.txt is read into memory: it must stay small
+MAX_METADATA_BYTES = 64 * 1024 * 1024
+READ_BLOCK = 1024 * 1024
+#: members up to this size are read whole and written by the staging workers (bounded: 4 in flight)
+SMALL_MEMBER = 8 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class BundleLimits:
+    max_members: int = 100_000
+    max_total_size: int = 2**40
+
+
+@dataclass
+class IngestResult:
+    job_id: int
+    files: int = 0
+    bytes: int = 0
+    #: archive keys (relative to the destination prefix) of the files and metadata.json
+    keys: list[str] = field(default_factory=list)
+    task: str = TASK_INGEST_METADATA
+    source_bytes: int = 0
+    seconds: float = 0.0
+
+
+class CountingReader:
+    """Counts the bytes read from the drop object (progress of the job)."""
+
+    def __init__(self, raw: BinaryIO, on_read: Callable[[int], None] | None = None):
+        self.raw = raw
+        self.count = 0
+        self.on_read = on_read
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.raw.read(size)
+        self.count += len(data)
+        if self.on_read is not None:
+            self.on_read(self.count)
+        return data
+
+    def close(self) -> None:
+        close = getattr(self.raw, "close", None)
+        if close is not None:
+            close()
+
+
+class HashingReader:
+    """Hashes and counts what passes through on its way to the archive; not seekable (boto3 streams it)."""
+
+    def __init__(self, raw: BinaryIO, algorithms: tuple[str, ...] | list[str]):
+        self.raw = raw
+        self.hashes = {name: hashlib.new(name) for name in dict.fromkeys(algorithms)}
+        self.size = 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.raw.read(READ_BLOCK if size is None or size < 0 else size)
+        if size is None or size < 0:
+            chunks = [data]
+            while data:
+                data = self.raw.read(READ_BLOCK)
+                chunks.append(data)
+            data = b"".join(chunks)
+        for digest in self.hashes.values():
+            digest.update(data)
+        self.size += len(data)
+        return data
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    def hexdigests(self) -> dict[str, str]:
+        return {name: digest.hexdigest() for name, digest in self.hashes.items()}
+
+
+def _service_answer(response: requests.Response) -> dict[str, Any]:
+    try:
+        answer = response.json()
+    except ValueError:
+        answer = None
+    return answer if isinstance(answer, dict) else {"status": None, "answer": response.text[:200]}
+
+
+def check_policy(policy: ServiceConfig, metadata: BundleMetadata) -> None:
+    """POST the metadata to the policy service; anything but an answer with status "success" rejects."""
+    try:
+        response = requests.post(policy.url, json=metadata.entries, timeout=policy.timeout)
+    except requests.RequestException as exc:
+        raise BundleError(TASK_POLICY, f"policy service {policy.url} is unreachable: {exc}") from None
+    answer = _service_answer(response)
+    if response.status_code >= 300 or answer.get("status") != "success":
+        reason = answer.get("message") or answer.get("answer") or answer.get("status")
+        raise BundleError(TASK_POLICY, f"policy service {policy.url} rejected the bundle (HTTP {response.status_code}): {reason}")
+
+
+def put_metadata(service: ServiceConfig, metadata: BundleMetadata, job_id: int) -> None:
+    """PUT the metadata to the metadata service; it must answer status "success"."""
+    try:
+        response = requests.put(service.url, json=metadata.entries, params={"job_id": job_id}, timeout=service.timeout)
+    except requests.RequestException as exc:
+        raise BundleError(TASK_INGEST_METADATA, f"metadata service {service.url} is unreachable: {exc}") from None
+    answer = _service_answer(response)
+    if response.status_code >= 300 or answer.get("status") != "success":
+        reason = answer.get("message") or answer.get("answer") or answer.get("status")
+        raise BundleError(
+            TASK_INGEST_METADATA, f"metadata service {service.url} refused the metadata (HTTP {response.status_code}): {reason}"
+        )
+
+
+@dataclass
+class _Staged:
+    entry: FileEntry | None
+    size: int
+    digests: dict[str, str]
+
+
+class BundleValidator:
+    """Validates one bundle (or move document) for one job and ingests it into the destination store."""
+
+    def __init__(
+        self,
+        destination: ObjectStore,
+        job_id: int,
+        *,
+        staging_prefix: str = ".staging/",
+        limits: BundleLimits | None = None,
+        policy: ServiceConfig | None = None,
+        metadata_service: ServiceConfig | None = None,
+        progress: JobProgress | None = None,
+    ):
+        self.destination = destination
+        self.job_id = job_id
+        self.layout = ArchiveLayout(job_id, staging_prefix)
+        self.limits = limits or BundleLimits()
+        self.policy = policy
+        self.metadata_service = metadata_service
+        self.progress = progress or JobProgress(None, job_id)
+        self.staging = StagingArea(destination, self.layout)
+        self.metadata: BundleMetadata | None = None
+        self._staged: dict[str, _Staged] = {}
+
+    @property
+    def task(self) -> str:
+        return self.progress.task
+
+    # ------------------------------------------------------------------ tar bundles
+
+    def ingest_tar(self, stream: BinaryIO, source_size: int | None = None) -> IngestResult:
+        """Read the tar from `stream` once; on any failure nothing of this job remains in the archive."""
+        started = time.monotonic()
+        reader = CountingReader(stream, lambda done: self.progress.advance(done, source_size or 0) if source_size else None)
+        try:
+            self._ingest_tar(reader)
+            result = self._finish()
+        except BaseException:
+            self.staging.discard()
+            raise
+        finally:
+            self.staging.close()
+        result.source_bytes = reader.count
+        result.seconds = time.monotonic() - started
+        return result
+
+    def _ingest_tar(self, reader: CountingReader) -> None:
+        self.progress.start(TASK_OPEN_TAR)
+        try:
+            # "r|*": a stream (no seeks), plain or compressed as the magic bytes say
+            tar = tarfile.open(fileobj=reader, mode="r|*")  # type: ignore[call-overload]
+        except (tarfile.TarError, EOFError, OSError) as exc:
+            raise BundleError(TASK_OPEN_TAR, f"Failed to open tarfile. ({exc})") from None
+        self.progress.start(TASK_INGEST_FILES)
+        members = 0
+        with tar:
+            while True:
+                try:
+                    member = tar.next()
+                except (tarfile.TarError, EOFError, OSError) as exc:
+                    raise BundleError(self.task, f"bundle is truncated or corrupt after {members} members: {exc}") from None
+                if member is None:
+                    break
+                # stream mode keeps every TarInfo; drop them so memory does not grow with the member count
+                tar.members.clear()
+                members += 1
+                if members > self.limits.max_members:
+                    raise BundleError(TASK_INGEST_FILES, f"bundle has more than maxMembers={self.limits.max_members} members")
+                self._member(tar, member)
+        if self.metadata is None:
+            raise BundleError(TASK_LOAD_METADATA, f"{METADATA_MEMBER} is missing from the bundle")
+        self.progress.start(TASK_INGEST_FILES)
+        missing = sorted(set(self.metadata.files) - set(self._staged))
+        if missing:
+            shown = ", ".join(DATA_DIR + path for path in missing[:5])
+            raise BundleError(TASK_INGEST_FILES, f"{len(missing)} file(s) listed in {METADATA_MEMBER} are missing from the bundle: {shown}")
+        self.staging.wait()
+        self.progress.finish()
+
+    def _member(self, tar: tarfile.TarFile, member: tarfile.TarInfo) -> None:
+        name = member.name
+        path = safe_relative_path(name)
+        if name.startswith("/") or path is None:
+            reason = "absolute path" if name.startswith("/") else "path leaves the bundle ('..')"
+            raise BundleError(TASK_INGEST_FILES, f"member {name!r} rejected: {reason}")
+        if member.issym() or member.islnk():
+            kind = "symbolic link" if member.issym() else "hard link"
+            raise BundleError(TASK_INGEST_FILES, f"member {name!r} rejected: {kind} to {member.linkname!r}")
+        if member.ischr() or member.isblk() or member.isfifo():
+            raise BundleError(TASK_INGEST_FILES, f"member {name!r} rejected: device or FIFO")
+        if member.isdir():
+            return
+        if not member.isreg():
+            raise BundleError(TASK_INGEST_FILES, f"member {name!r} rejected: unsupported tar member type {member.type!r}")
+        if path == METADATA_MEMBER:
+            self._read_metadata(tar, member)
+            return
+        if not path.startswith(DATA_DIR):
+            raise BundleError(TASK_INGEST_FILES, f"member {name!r} rejected: a bundle holds {METADATA_MEMBER} and {DATA_DIR} only")
+        relative = path[len(DATA_DIR) :]
+        if relative in self._staged:
+            raise BundleError(TASK_INGEST_FILES, f"member {name!r} appears twice in the bundle")
+        entry = None
+        if self.metadata is not None:
+            entry = self.metadata.files.get(relative)
+            if entry is None:
+                raise BundleError(TASK_INGEST_FILES, f"{DATA_DIR}{relative}: not listed in {METADATA_MEMBER}")
+            if member.size != entry.size:
+                raise BundleError(
+                    TASK_INGEST_FILES,
+                    f"{DATA_DIR}{relative}: size mismatch ({METADATA_MEMBER} says {entry.size}, bundle has {member.size})",
+                )
+        total = sum(staged.size for staged in self._staged.values()) + member.size
+        if total > self.limits.max_total_size:
+            raise BundleError(TASK_INGEST_FILES, f"bundle data exceeds maxTotalSize={self.limits.max_total_size} bytes")
+        handle = tar.extractfile(member)
+        assert handle is not None  # a regular file always has a body
+        self._stage(relative, handle, member.size, entry)
+
+    def _stage(self, relative: str, stream: BinaryIO, size: int, entry: FileEntry | None) -> None:
+        algorithms = (entry.hashtype,) if entry is not None else SPECULATIVE_HASHES
+        hashing = HashingReader(stream, algorithms)
+        try:
+            if size <= SMALL_MEMBER:
+                # read (and hash) now, write in the background while the stream moves on
+                self.staging.submit(relative, hashing.read(size + 1))
+            else:
+                self.staging.upload(relative, hashing)
+        except (tarfile.TarError, EOFError, zlib.error) as exc:
+            raise BundleError(self.task, f"{DATA_DIR}{relative}: bundle is truncated or corrupt: {exc}") from None
+        if hashing.size != size:
+            raise BundleError(self.task, f"{DATA_DIR}{relative}: read {hashing.size} bytes, expected {size}")
+        staged = _Staged(entry=entry, size=hashing.size, digests=hashing.hexdigests())
+        self._staged[relative] = staged
+        if entry is not None:
+            self._verify(relative, staged, entry)
+
+    def _verify(self, relative: str, staged: _Staged, entry: FileEntry) -> None:
+        if staged.size != entry.size:
+            raise BundleError(self.task, f"{DATA_DIR}{relative}: size mismatch ({METADATA_MEMBER} says {entry.size}, got {staged.size})")
+        got = staged.digests.get(entry.hashtype)
+        if got is None:
+            # metadata came after this member and names a hash we did not compute: re-read the staged copy
+            self.staging.wait()
+            with self.destination.open(self.layout.staging_key(relative)) as handle:
+                hashing = HashingReader(handle, (entry.hashtype,))
+                while hashing.read(READ_BLOCK):
+                    pass
+            got = hashing.hexdigests()[entry.hashtype]
+            staged.digests[entry.hashtype] = got
+        if got != entry.hashsum:
+            raise BundleError(self.task, f"{DATA_DIR}{relative}: {entry.hashtype} mismatch (expected {entry.hashsum}, got {got})")
+        staged.entry = entry
+
+    def _read_metadata(self, tar: tarfile.TarFile, member: tarfile.TarInfo) -> None:
+        if self.metadata is not None:
+            raise BundleError(TASK_LOAD_METADATA, f"{METADATA_MEMBER} appears twice in the bundle")
+        resume = self.task
+        self.progress.start(TASK_LOAD_METADATA)
+        if member.size > MAX_METADATA_BYTES:
+            raise BundleError(TASK_LOAD_METADATA, f"{METADATA_MEMBER} is {member.size} bytes, more than {MAX_METADATA_BYTES}")
+        handle = tar.extractfile(member)
+        assert handle is not None
+        self._accept_metadata(parse_metadata(handle.read()))
+        self.progress.start(resume)
+        # members staged before metadata.txt are checked now
+        for relative, staged in self._staged.items():
+            entry = self.metadata.files.get(relative) if self.metadata else None
+            if entry is None:
+                raise BundleError(TASK_INGEST_FILES, f"{DATA_DIR}{relative}: not listed in {METADATA_MEMBER}")
+            self._verify(relative, staged, entry)
+
+    def _accept_metadata(self, metadata: BundleMetadata) -> None:
+        self.progress.finish(TASK_LOAD_METADATA)
+        if metadata.total_size > self.limits.max_total_size:
+            raise BundleError(
+                TASK_LOAD_METADATA,
+                f"{METADATA_MEMBER} lists {metadata.total_size} bytes, more than maxTotalSize={self.limits.max_total_size}",
+            )
+        if self.policy is not None:
+            self.progress.start(TASK_POLICY)
+            check_policy(self.policy, metadata)
+            self.progress.finish(TASK_POLICY)
+        self.metadata = metadata
+
+    # ------------------------------------------------------------------ move documents
+
+    def ingest_move(self, document: bytes, open_source: Callable[[str], BinaryIO]) -> IngestResult:
+        """POST /move: the metadata names each file's `source` in the drop location; copy, verify, ingest."""
+        started = time.monotonic()
+        try:
+            self.progress.start(TASK_LOAD_METADATA)
+            metadata = parse_metadata(document)
+            for entry in metadata.files.values():
+                if not entry.source:
+                    raise BundleError(TASK_LOAD_METADATA, f"{entry.path}: a move entry needs 'source'")
+            self._accept_metadata(metadata)
+            self.progress.start(TASK_MOVE_FILES)
+            done, total = 0, metadata.total_size
+            for relative, entry in metadata.files.items():
+                with open_source(entry.source or "") as handle:
+                    self._stage(relative, handle, entry.size, entry)
+                done += entry.size
+                self.progress.advance(done, total)
+            self.staging.wait()
+            self.progress.finish()
+            result = self._finish()
+        except BaseException:
+            self.staging.discard()
+            raise
+        finally:
+            self.staging.close()
+        result.seconds = time.monotonic() - started
+        return result
+
+    # ------------------------------------------------------------------ both
+
+    def _finish(self) -> IngestResult:
+        """ "ingest metadata": the metadata service (if any), then promotion, metadata.json last."""
+        assert self.metadata is not None
+        metadata = self.metadata
+        self.progress.start(TASK_INGEST_METADATA)
+        self.staging.put(METADATA_JSON, metadata_document(metadata), content_type="application/json")
+        if self.metadata_service is not None:
+            put_metadata(self.metadata_service, metadata, self.job_id)
+        # metadata.json is promoted last: its presence at the final prefix means the job's files are all there
+        keys = self.staging.promote(order=[METADATA_JSON])
+        self.progress.finish(TASK_INGEST_METADATA)
+        return IngestResult(
+            job_id=self.job_id,
+            files=len(metadata.files),
+            bytes=metadata.total_size,
+            keys=keys,
+            task=TASK_INGEST_METADATA,
+        )

@@ -1,0 +1,181 @@
+"""The HTTP front door as a real server process (uvicorn) on a free port: POST /ingest and POST /move end to
+end with a real Dagster instance launching the runs, GET /get_state (404 for unknown jobs), ?workflow=NAME,
+and the `job` admin subcommand changing what GET /get_state answers."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import requests
+
+from ingest_pipelines.testing import free_port
+from ingest_pipelines_tests.bundle_fixtures import (
+    ARCHIVE_BUCKET,
+    ARCHIVE_PREFIX,
+    DROP_BUCKET,
+    SAMPLE_FILES,
+    build_tar,
+    bundle_config,
+    file_entries,
+    keys,
+)
+from ingest_pipelines_tests.conftest import REPO_ROOT, subprocess_env
+
+# runs are launched at once (no daemon in the test); production uses the queued coordinator + daemon
+INSTANCE_YAML = """
+run_coordinator:
+  module: dagster._core.run_coordinator
+  class: DefaultRunCoordinator
+telemetry:
+  enabled: false
+"""
+
+
+def _wait(predicate: Any, timeout: float, what: str, process: subprocess.Popen[bytes] | None = None) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise AssertionError(f"server exited with {process.returncode} while waiting for {what}")
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.3)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+@contextmanager
+def serve(config_path: Path, dagster_home: Path, *extra: str) -> Iterator[str]:
+    port = free_port()
+    log = (config_path.parent / f"serve-{port}.log").open("wb")
+    env = subprocess_env(INGEST_CONFIG=str(config_path), DAGSTER_HOME=str(dagster_home))
+    command = [sys.executable, "-m", "ingest_pipelines.cli", "serve", "--port", str(port), *extra]
+    process = subprocess.Popen(command, env=env, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+
+    def answering() -> bool:
+        try:
+            return requests.get(f"{url}/get_state", params={"job_id": 0}, timeout=2).status_code == 404
+        except requests.ConnectionError:
+            return False
+
+    try:
+        _wait(answering, 120, "the front door to answer", process)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()
+
+
+def _state(url: str, job_id: int, **params: str) -> dict[str, Any]:
+    response = requests.get(f"{url}/get_state", params={"job_id": job_id, **params}, timeout=10)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def _complete(url: str, job_id: int) -> dict[str, Any]:
+    return _wait(lambda: (state := _state(url, job_id))["complete"] and state, 180, f"job {job_id} to complete")
+
+
+def test_ingest_and_move_end_to_end_with_a_dagster_instance(s3_server, s3, tmp_path, write_config) -> None:
+    config_path = write_config(bundle_config(s3_server, s3, tmp_path))
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text(INSTANCE_YAML)
+    with serve(config_path, home) as url:
+        # the body is sent in chunks (chunked transfer) and streamed on to the drop bucket
+        tar = build_tar(compress=True)
+        response = requests.post(f"{url}/ingest", data=(tar[i : i + 4096] for i in range(0, len(tar), 4096)), timeout=120)
+        assert response.status_code == 200, response.text
+        answer = response.json()
+        assert set(answer) >= {"job_id", "state", "task", "task_percent", "updated", "created", "exception"}
+        assert answer["state"] == "OK"
+        job_id = answer["job_id"]
+        state = _complete(url, job_id)
+        assert (state["state"], state["task"], state["task_percent"], state["exception"]) == ("OK", "ingest metadata", "100.0", "")
+        expected = sorted(f"{ARCHIVE_PREFIX}{job_id}/{path}" for path in [*SAMPLE_FILES, "metadata.json"])
+        assert keys(s3, ARCHIVE_BUCKET) == expected
+        body = s3.get_object(Bucket=ARCHIVE_BUCKET, Key=f"{ARCHIVE_PREFIX}{job_id}/mywork/project/proposal.doc")["Body"].read()
+        assert body == SAMPLE_FILES["mywork/project/proposal.doc"]
+        assert keys(s3, DROP_BUCKET) == [f"incoming/uploads/{job_id}.tar"]
+
+        # POST /move: files already in the drop bucket are moved into the archive
+        files = {"instrument/run7.dat": b"7" * 5000}
+        s3.put_object(Bucket=DROP_BUCKET, Key="incoming/instrument/run7.dat", Body=files["instrument/run7.dat"])
+        document = file_entries(files)
+        document[1]["source"] = f"s3://{DROP_BUCKET}/incoming/instrument/run7.dat"
+        moved = requests.post(f"{url}/move", data=json.dumps(document), timeout=120)
+        assert moved.status_code == 200, moved.text
+        move_id = moved.json()["job_id"]
+        assert _complete(url, move_id)["state"] == "OK"
+        assert keys(s3, ARCHIVE_BUCKET, f"{ARCHIVE_PREFIX}{move_id}/") == [
+            f"{ARCHIVE_PREFIX}{move_id}/instrument/run7.dat",
+            f"{ARCHIVE_PREFIX}{move_id}/metadata.json",
+        ]
+        assert "incoming/instrument/run7.dat" not in keys(s3, DROP_BUCKET)
+
+        # a move document naming a file outside the drop location is refused at once
+        outside = file_entries({"x": b"x"})
+        outside[1]["source"] = "s3://elsewhere/x"
+        refused = requests.post(f"{url}/move", data=json.dumps(outside), timeout=30)
+        assert refused.status_code == 400 and "outside the drop location" in refused.json()["error"]
+
+        # the runs the front door launched, in the Dagster instance (the job is complete before the check step ends)
+        with dg.DagsterInstance.from_config(str(home)) as instance:
+
+            def finished() -> dict[str, Any] | None:
+                runs = {run.tags["dagster/partition"]: run.status for run in instance.get_runs()}
+                return (
+                    runs if all(status in {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE} for status in runs.values()) else None
+                )
+
+            runs = _wait(finished, 120, "the runs to finish")
+            assert runs == {str(job_id): dg.DagsterRunStatus.SUCCESS, str(move_id): dg.DagsterRunStatus.SUCCESS}
+            assert set(instance.get_dynamic_partitions("pacifica_bundles__bundles")) == set(runs)
+
+
+def test_get_state_404_workflow_choice_and_the_job_subcommand(s3_server, s3, tmp_path, write_config) -> None:
+    document = bundle_config(s3_server, s3, tmp_path)
+    second = {**document["workflows"][0], "name": "second", "uploadPrefix": "second/"}
+    document["workflows"].append(second)
+    config_path = write_config(document)
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    with serve(config_path, home, "--no-launch") as url:
+        missing = requests.get(f"{url}/get_state", params={"job_id": 12345}, timeout=10)
+        assert missing.status_code == 404 and missing.json() == {"error": "job 12345 not found"}
+        assert requests.post(f"{url}/ingest", data=build_tar(), timeout=30).status_code == 400  # which workflow?
+        assert requests.post(f"{url}/ingest", params={"workflow": "nope"}, data=b"", timeout=30).status_code == 404
+        answer = requests.post(f"{url}/ingest", params={"workflow": "second"}, data=build_tar(), timeout=60).json()
+        job_id = answer["job_id"]
+        assert keys(s3, DROP_BUCKET) == [f"incoming/second/{job_id}.tar"]
+        assert _state(url, job_id)["state"] == "OK"
+
+        command = [sys.executable, "-m", "ingest_pipelines.cli", "job", "--job-id", str(job_id), "--state", "FAILED"]
+        command += ["--task", "ingest files", "--task-percent", "0", "--exception", "Failed by administrator"]
+        env = subprocess_env(INGEST_CONFIG=str(config_path))
+        done = subprocess.run(command, env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        state = _state(url, job_id, workflow="second")
+        assert (state["state"], state["task"], state["task_percent"], state["complete"], state["exception"]) == (
+            "FAILED",
+            "ingest files",
+            "0.0",
+            True,
+            "Failed by administrator",
+        )
+        assert json.loads(done.stdout)["state"] == "FAILED"
+        unknown = subprocess.run([*command[:5], "999", *command[6:]], env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+        assert unknown.returncode == 1 and "job 999 not found" in unknown.stderr
