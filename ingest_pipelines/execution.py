@@ -66,12 +66,12 @@ def parse_executor(raw: Any, where: str) -> ExecutorConfig | None:
         raise ConfigError("; ".join(parts)) from None
 
 
-def executor_config(workflow: WorkflowConfig | None, config: IngestConfig) -> ExecutorConfig | None:
-    """The workflow's own executor, else the top-level one, else None (Dagster's default)."""
-    where = config.path or "<config>"
+def executor_config(workflow: WorkflowConfig | None, config: IngestConfig | None) -> ExecutorConfig | None:
+    """The workflow's own executor, else the top-level one (when `config` is given), else None."""
+    where = (config.path if config else None) or "<config>"
     if workflow is not None and workflow.executor is not None:
         return parse_executor(workflow.executor, f"{where}: workflow {workflow.name!r}")
-    return parse_executor(config.executor, where)
+    return parse_executor(config.executor, where) if config is not None else None
 
 
 def needs_shared_io(config: IngestConfig) -> bool:

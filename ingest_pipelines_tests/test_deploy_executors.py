@@ -121,3 +121,36 @@ def test_non_strict_drops_only_the_workflow_with_a_bad_executor(write_config) ->
     config = load_config(write_config(doc))
     assert [w.name for w in config.workflows] == ["plain"]
     assert "broker is required" in config.dropped[0]
+
+
+def test_each_kinds_job_takes_the_workflow_executor_else_the_code_location_default(write_config, tmp_path) -> None:
+    store = {"type": "s3", "endpoint": "http://127.0.0.1:9", "bucket": "drop", "accessKeyID": "$AWS_ACCESS_KEY_ID"}
+    doc = {
+        "sources": [{"name": "drop", **store}],
+        "destinations": [{"name": "archive", **store, "bucket": "archive"}],
+        "workflows": [
+            {
+                "name": "bundles",
+                "kind": "bundle",
+                "source": "drop",
+                "destinations": ["archive"],
+                "jobs": f"sqlite:///{tmp_path}/jobs.db",
+                "executor": {"type": "multiprocess", "maxConcurrent": 2},
+            },
+            {
+                "name": "imports",
+                "kind": "pennsieve",
+                "source": "drop",
+                "apiHost": "http://127.0.0.1:9",
+                "datasetId": "N:dataset:1",
+                "packageId": "N:package:1",
+                "executionRunId": "run-1",
+                "callbackToken": "$PENNSIEVE_TOKEN",
+            },
+        ],
+        "state": S3_STATE,
+        "executor": {"type": "celery", "broker": BROKER},
+    }
+    defs = build_definitions(load_config(write_config(doc)))
+    assert defs.resolve_job_def("bundles__ingest_job").executor_def.name == "ingest_multiprocess"
+    assert defs.resolve_job_def("imports__import_job").executor_def.name == "ingest_celery"

@@ -48,9 +48,12 @@ def build_executor(executor: ExecutorConfig) -> dg.ExecutorDefinition:
     return celery_executor.configured(celery_config, name=_executor_name(executor))
 
 
-def executor_for(workflow: WorkflowConfig | None, config: IngestConfig) -> dg.ExecutorDefinition | None:
-    """The executor for a workflow's jobs (its own `executor:`, else the top-level one), or None for
-    Dagster's default. `workflow=None`: the code location's default (assets launched from the UI)."""
+def executor_for(workflow: WorkflowConfig | None, config: IngestConfig | None = None) -> dg.ExecutorDefinition | None:
+    """The executor for a workflow's jobs: its own `executor:`, else the top-level one, else None.
+
+    None leaves the job on the code location's default, which build_definitions sets from the
+    top-level `executor:` (so `executor_for(workflow)` without config is enough for a job builder
+    that is happy with Dagster's default). `workflow=None`: that code-location default itself."""
     executor = executor_config(workflow, config)
     return build_executor(executor) if executor is not None else None
 

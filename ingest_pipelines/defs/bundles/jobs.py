@@ -8,6 +8,7 @@ import dagster as dg
 
 from ingest_pipelines.bundles.config import BundleWorkflow
 from ingest_pipelines.config import dagster_name
+from ingest_pipelines.defs.executors import executor_for
 
 
 def ingest_job_name(workflow: BundleWorkflow) -> str:
@@ -24,5 +25,6 @@ def build_ingest_job(workflow: BundleWorkflow, partitions: dg.PartitionsDefiniti
         selection=dg.AssetSelection.assets(bundle_asset_key(workflow)),
         partitions_def=partitions,
         tags={"ingest/workflow": workflow.name},
+        executor_def=executor_for(workflow),  # the workflow's `executor:`; else the code location's default
         description=f"Validate and ingest one bundle of workflow {workflow.name!r} (one partition = one job id).",
     )
