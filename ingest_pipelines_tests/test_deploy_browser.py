@@ -55,6 +55,7 @@ def demo(tmp_path: Path, s3_server, s3):
 def test_materialize_a_partition_from_the_ui_in_chromium(tmp_path: Path, demo, s3) -> None:
     if not CHROMIUM.exists():
         service_unavailable(f"{CHROMIUM} is not installed (apt-get install chromium; .ci/run does it)")
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
     from playwright.sync_api import sync_playwright
 
     config_path, demo_env = demo
@@ -80,11 +81,15 @@ def test_materialize_a_partition_from_the_ui_in_chromium(tmp_path: Path, demo, s
             try:
                 # the catalog: search for the workflow, open its snapshot asset
                 page.goto(f"{base}/assets", wait_until="domcontentloaded")
-                asset_link = page.get_by_role("link", name=ASSET)
+                asset_link = page.locator('a[href="/assets/demo_sync/snapshot"]')
                 asset_link.first.wait_for()
-                skip = page.get_by_role("button", name="Skip")  # Dagster's first-visit newsletter dialog
-                if skip.is_visible():
+                # Dagster's first-visit newsletter dialog, shown once per user over the catalog
+                skip = page.get_by_role("button", name="Skip")
+                try:
+                    skip.wait_for(timeout=5000)
                     skip.click()
+                except PlaywrightTimeout:
+                    pass
                 page.locator(".CodeMirror").first.click()
                 page.keyboard.type("demo_sync")
                 page.keyboard.press("Enter")
@@ -100,14 +105,16 @@ def test_materialize_a_partition_from_the_ui_in_chromium(tmp_path: Path, demo, s
                 dialog = page.get_by_role("dialog")
                 dialog.get_by_text("Select a partition or create one").click()
                 page.get_by_role("menuitem").filter(has=page.get_by_text(PARTITION, exact=True)).first.click()
-                page.keyboard.press("Escape")
+                # close the partition list by clicking the dialog's title, then launch
+                dialog.get_by_text("Launch runs to materialize").click()
+                page.get_by_placeholder("Filter partitions").wait_for(state="hidden")
                 launch = dialog.get_by_role("button", name="Launch 1 run")
                 launch.wait_for()
                 page.screenshot(path=str(shots / "2-partition-dialog.png"))
                 launch.click()
 
                 # the toast links to the run; its page shows the status
-                view = page.get_by_role("link", name="View").first
+                view = page.locator('a[href^="/runs/"]').filter(has_text="View").first
                 view.wait_for()
                 run_id = (view.get_attribute("href") or "").rsplit("/", 1)[-1]
                 assert re.fullmatch(r"[0-9a-f-]{36}", run_id), run_id
@@ -126,6 +133,9 @@ def test_materialize_a_partition_from_the_ui_in_chromium(tmp_path: Path, demo, s
                 page.get_by_text("Success", exact=True).first.wait_for()
                 page.wait_for_timeout(1500)  # let the event log render the materialization
                 page.screenshot(path=str(shots / "3-run-succeeded.png"))
+            except Exception:
+                page.screenshot(path=str(shots / "failure.png"))  # what the browser showed when it failed
+                raise
             finally:
                 browser.close()
 
