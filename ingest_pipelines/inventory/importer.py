@@ -141,7 +141,7 @@ class InventoryImport:
         )
         batch_key = self._write_batch_manifest(manifest, diff)
         result = ReportResult(
-            report=self.store.bucket + "/" + ref.manifest_key,
+            report=f"s3://{self.store.bucket}/{ref.manifest_key}",
             source_bucket=manifest.source_bucket,
             file_format=manifest.file_format,
             previous_report=previous_stamp,
