@@ -220,14 +220,18 @@ class _BudgetSpent(Exception):
     pass
 
 
-def report_series(client: Any, bucket: str, prefix: str, budget: ListingBudget | None = None) -> Iterator[tuple[str, str]]:
-    """(source-bucket, config-id) pairs under the prefix, skipping `reports/` and `hive/`."""
+def report_series(
+    client: Any, bucket: str, prefix: str, budget: ListingBudget | None = None, resume_after: str | None = None
+) -> Iterator[tuple[str, str]]:
+    """(source-bucket, config-id) pairs under the prefix in key order, skipping `reports/` and `hive/`;
+    with `resume_after` (`bucket/config`), only the pairs after it (earlier buckets are not listed)."""
     prefix = normalize_prefix(prefix)
-    for source_bucket in _folders(client, bucket, prefix, budget):
+    start = f"{prefix}{resume_after.split('/', 1)[0]}" if resume_after else None
+    for source_bucket in _folders(client, bucket, prefix, budget, start_after=start):
         if source_bucket in IGNORED_FOLDERS:
             continue
         for config_id in _folders(client, bucket, f"{prefix}{source_bucket}/", budget):
-            if config_id not in IGNORED_FOLDERS:
+            if config_id not in IGNORED_FOLDERS and (resume_after is None or f"{source_bucket}/{config_id}" > resume_after):
                 yield source_bucket, config_id
 
 
@@ -263,10 +267,8 @@ def find_new_reports(
     found: list[tuple[ReportRef, str]] = []
     last_series: str | None = None
     try:
-        for source_bucket, config_id in report_series(client, bucket, prefix, budget):
+        for source_bucket, config_id in report_series(client, bucket, prefix, budget, resume_after):
             series = f"{source_bucket}/{config_id}"
-            if resume_after is not None and series <= resume_after:
-                continue
             advancing = True
             for ref in report_folders(client, bucket, prefix, source_bucket, config_id, marks.get(series), budget):
                 checksum = read_checksum(client, bucket, ref)
@@ -278,7 +280,7 @@ def find_new_reports(
                     marks[series] = ref.timestamp
             last_series = series
     except _BudgetSpent:
-        return FoundReports(found, marks, complete=False, resume_after=last_series)
+        return FoundReports(found, marks, complete=False, resume_after=last_series or resume_after)
     return FoundReports(found, marks, complete=True)
 
 
