@@ -8,7 +8,10 @@ import time
 from ingest_pipelines.inventory.config import GatewayConfig
 from ingest_pipelines.inventory.gateway import GatewayClient, RateLimiter, retry_after_seconds
 from ingest_pipelines.testing.gateway import GatewayServer
-from ingest_pipelines_tests.inventory_fixtures import gateway  # noqa: F401 (fixture)
+from ingest_pipelines_tests import inventory_fixtures
+
+# fixtures shared by the inventory test modules
+gateway = inventory_fixtures.gateway
 
 
 def client(gateway: GatewayServer, **options: object) -> GatewayClient:

@@ -22,7 +22,10 @@ def tags(**values: str) -> list[dict[str, str]]:
     return [{"Key": k, "Value": v} for k, v in values.items()]
 
 
-@pytest.mark.parametrize(("key", "image"), [("a.PNG", True), ("b.jpg", True), ("c.jpeg", True), ("D.JpEg", True), ("d.gif", False), ("png", False), ("x.png.txt", False)])
+@pytest.mark.parametrize(
+    ("key", "image"),
+    [("a.PNG", True), ("b.jpg", True), ("c.jpeg", True), ("D.JpEg", True), ("d.gif", False), ("png", False), ("x.png.txt", False)],
+)
 def test_only_png_jpg_jpeg_any_case(key: str, image: bool) -> None:
     assert is_image_key(key) is image
 

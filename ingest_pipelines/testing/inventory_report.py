@@ -35,9 +35,7 @@ def rows_from_bucket(s3: Any, bucket: str, prefix: str = "") -> list[dict[str, A
     rows = []
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
         for item in page.get("Contents", []):
-            rows.append(
-                {"key": item["Key"], "size": item["Size"], "etag": item["ETag"].strip('"'), "last_modified": item["LastModified"]}
-            )
+            rows.append({"key": item["Key"], "size": item["Size"], "etag": item["ETag"].strip('"'), "last_modified": item["LastModified"]})
     return rows
 
 

@@ -16,7 +16,9 @@ def build(workflow: WorkflowConfig, config: IngestConfig) -> dg.Definitions:
     assert isinstance(workflow, InventoryWorkflow)
     source = config.source(workflow.source or "")
     if not isinstance(source, S3StoreConfig):
-        raise ConfigError(f"{config.path}: workflow {workflow.name!r}: field 'source': {source.name!r} must be an s3 source (S3 Inventory bucket)")
+        raise ConfigError(
+            f"{config.path}: workflow {workflow.name!r}: field 'source': {source.name!r} must be an s3 source (S3 Inventory bucket)"
+        )
     asset = build_indexed_asset(workflow, config)
     job = build_index_job(workflow, asset)
     return dg.Definitions(assets=[asset], jobs=[job], sensors=[build_inventory_sensor(workflow, job)])

@@ -12,12 +12,13 @@ from ingest_pipelines.inventory.config import InventoryWorkflow
 from ingest_pipelines.inventory.gateway import GatewayClient
 from ingest_pipelines.inventory.history import ImportHistory, default_history_url
 from ingest_pipelines.inventory.importer import OBJECT_STATUSES, InventoryImport, ReportResult
-from ingest_pipelines.storage.s3 import S3Store
 from ingest_pipelines.inventory.manifest import ManifestError, ReportRef, parse_report_key, reports_for_date
+from ingest_pipelines.storage.s3 import S3Store
 
 #: run tag the sensor sets: the manifest key of the report that triggered the run.
 REPORT_TAG = "ingest/inventory-report"
 GATEWAY_POOL = "gateway"
+
 
 def _reports(context: AssetExecutionContext, store: S3Store, date: str) -> list[ReportRef]:
     """The sensor's report, or (backfill / UI launch) every report delivered on the date."""
@@ -31,6 +32,7 @@ def _reports(context: AssetExecutionContext, store: S3Store, date: str) -> list[
     if not refs:
         raise ManifestError(f"no S3 Inventory report delivered on {date} under {store.uri()}")
     return refs
+
 
 def report_metadata(results: list[ReportResult]) -> dict[str, dg.MetadataValue | int | str]:
     totals: dict[str, int] = {}
@@ -47,6 +49,7 @@ def report_metadata(results: list[ReportResult]) -> dict[str, dg.MetadataValue |
         "batch_manifests": dg.MetadataValue.json([result.batch_manifest for result in results]),
         "results_reports": dg.MetadataValue.json([result.results_report for result in results]),
     }
+
 
 def build_indexed_asset(workflow: InventoryWorkflow, config: IngestConfig) -> dg.AssetsDefinition:
     dname = dagster_name(workflow.name)

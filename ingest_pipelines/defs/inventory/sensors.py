@@ -37,7 +37,9 @@ def build_inventory_sensor(workflow: InventoryWorkflow, job: dg.UnresolvedAssetJ
             if ref.date < start:
                 context.log.warning(f"{ref.manifest_key}: inventory date {ref.date} is before startDate {start}; not requested")
                 continue
-            requests.append(dg.RunRequest(run_key=f"{ref.manifest_key}:{checksum}", partition_key=ref.date, tags={REPORT_TAG: ref.manifest_key}))
+            requests.append(
+                dg.RunRequest(run_key=f"{ref.manifest_key}:{checksum}", partition_key=ref.date, tags={REPORT_TAG: ref.manifest_key})
+            )
         if not found.complete:
             context.log.info(f"listing budget spent after {budget.calls} list calls; resuming after {found.resume_after!r} next tick")
         new_cursor = {"marks": found.marks, "resume_after": None if found.complete else found.resume_after}
