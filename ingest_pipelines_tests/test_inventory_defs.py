@@ -11,6 +11,8 @@ import pytest
 from ingest_pipelines.config import ConfigError, load_config
 from ingest_pipelines.defs import build_definitions
 from ingest_pipelines.defs.inventory.assets import REPORT_TAG
+from ingest_pipelines.demo import DemoContext
+from ingest_pipelines.inventory.demo import seed
 from ingest_pipelines_tests import inventory_fixtures
 from ingest_pipelines_tests.inventory_fixtures import INVENTORY, InventoryScene
 
@@ -174,3 +176,26 @@ def test_corrupt_manifest_fails_the_run(scene: InventoryScene, write_config, ins
     (failure,) = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
     assert "manifest.json: MD5 mismatch" in str(failure.event_specific_data.error)
     assert scene.gateway.calls == []
+
+
+def test_demo_seed_loads_and_its_report_runs(s3, s3_server, write_config, instance, tmp_path) -> None:
+    ctx = DemoContext(endpoint_url=s3_server.endpoint_url, s3=s3, workdir=tmp_path)
+    try:
+        document = seed(ctx)
+        document["state"] = {"type": "filesystem", "path": str(tmp_path / "state")}
+        defs = build_definitions(load_config(write_config(document)))
+        context = dg.build_sensor_context(instance=instance, resources=defs.resources, definitions=defs)
+        (request,) = defs.resolve_sensor_def("faces_index__inventory_sensor").evaluate_tick(context).run_requests
+        tags = {k: v for k, v in request.tags.items() if not k.startswith("dagster/")}
+        result = defs.resolve_job_def("faces_index__index_job").execute_in_process(
+            instance=instance, partition_key=request.partition_key, tags=tags
+        )
+        metadata = materialization(result)
+        assert (metadata["candidates"], metadata["indexed"], metadata["skipped_invalid"], metadata["skipped_non_qualified"]) == (6, 3, 1, 2)
+        assert check(result).passed
+        (gateway,) = ctx.servers
+        assert {call["UserId"] for call in gateway.registrations} == {"alice", "bob", "grace"}
+        assert [call["Properties"] for call in gateway.calls_for("alice")] == [{"fname": "Alice", "lname": "Liddell"}]
+    finally:
+        for server in ctx.servers:
+            server.stop()
