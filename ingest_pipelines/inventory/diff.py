@@ -1,5 +1,5 @@
 """Compare a report with the previous one of its series: new and changed objects are candidates,
-unchanged ones are left alone, deleted ones counted. Columnar (Arrow joins), no per-row Python."""
+unchanged ones are left alone, deleted ones counted. Columnar (one Arrow hash lookup), no per-row Python."""
 
 from __future__ import annotations
 
@@ -32,20 +32,26 @@ class InventoryDiff:
 
 
 def diff_reports(current: pa.Table, previous: pa.Table | None) -> InventoryDiff:
-    """`current`: ROW_SCHEMA rows of this report; `previous`: SNAPSHOT_COLUMNS of the last one (None: first)."""
-    if previous is None:
-        changed_rows = current
+    """`current`: ROW_SCHEMA rows of this report; `previous`: SNAPSHOT_COLUMNS of the last one (None: first).
+
+    One hash lookup of every current key in the previous key set (`index_in`), then the previous
+    fingerprint is taken by position and compared: new = no match, changed = other fingerprint.
+    Keys are unique within a report (non-current versions were dropped), so deleted = previous - matched.
+    """
+    if previous is None or previous.num_rows == 0:
+        changed_mask = None
         new = current.num_rows
         deleted = 0
     else:
-        previous = previous.select(SNAPSHOT_COLUMNS)
-        changed_rows = current.join(previous, keys=["key", "fingerprint"], join_type="left anti", use_threads=True)
-        new = changed_rows.join(previous.select(["key"]), keys="key", join_type="left anti", use_threads=True).num_rows
-        deleted = previous.select(["key"]).join(current.select(["key"]), keys="key", join_type="left anti", use_threads=True).num_rows
+        position = pc.index_in(current.column("key"), value_set=previous.column("key").combine_chunks())
+        previous_fingerprint = pc.take(previous.column("fingerprint"), position)
+        changed_mask = pc.fill_null(pc.not_equal(previous_fingerprint, current.column("fingerprint")), True)
+        new = position.null_count
+        deleted = previous.num_rows - (current.num_rows - new)
+    changed_rows = current if changed_mask is None else current.filter(changed_mask)
     is_image = pc.match_substring_regex(changed_rows.column("key"), IMAGE_KEY_PATTERN)
-    candidates = changed_rows.filter(is_image).select(["key", "version_id", "etag", "size"])
-    # joins do not keep order; sorted candidates make the Batch manifest and the results deterministic
-    candidates = candidates.sort_by("key")
+    # sorted candidates make the Batch manifest and the results report deterministic
+    candidates = changed_rows.filter(is_image).select(["key", "version_id", "etag", "size"]).sort_by("key")
     return InventoryDiff(
         candidates=candidates,
         new=new,

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote_plus
+from urllib.parse import unquote
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -88,28 +88,37 @@ def download_data_file(client: Any, bucket: str, data_file: DataFile, target: Pa
         raise DataFileError(f"s3://{bucket}/{data_file.key}: MD5 mismatch (manifest says {data_file.md5}, file is {actual})")
 
 
-def decode_keys(keys: pa.Array) -> tuple[pa.Array, pa.Array]:
-    """URL-decode CSV inventory keys (unquote_plus, as S3 Inventory encodes them); returns (keys,
-    valid mask). Only keys containing `%` or `+` go through Python; the rest are kept as they are."""
-    keys = pc.fill_null(keys, "")
-    needs = pc.match_substring_regex(keys, r"[%+]")
-    valid = pa.array([True] * len(keys), pa.bool_()) if len(keys) else pa.array([], pa.bool_())
-    if not pc.any(needs).as_py():
-        return keys, valid
-    encoded = pc.filter(keys, needs).to_pylist()
-    decoded: list[str | None] = []
+def _strings(column: pa.Array) -> pa.Array:
+    """A column as non-null strings ("" for null); CSV columns already are."""
+    if not pa.types.is_string(column.type):
+        column = column.cast(pa.string())
+    return pc.fill_null(column, "") if column.null_count else column
+
+
+def decode_keys(keys: pa.Array) -> tuple[pa.Array, pa.Array | None]:
+    """URL-decode CSV inventory keys with unquote_plus semantics (as S3 Inventory encodes them).
+    `+` -> space is columnar; only keys with a `%` go through Python. Returns (keys, valid mask or
+    None when every key decoded)."""
+    keys = _strings(keys)
+    if pc.any(pc.match_substring(keys, "+")).as_py():
+        keys = pc.replace_substring(keys, "+", " ")
+    percent = pc.match_substring(keys, "%")
+    if not pc.any(percent).as_py():
+        return keys, None
+    decoded: list[str] = []
     ok: list[bool] = []
-    for text in encoded:
+    for text in pc.filter(keys, percent).to_pylist():
         try:
-            decoded.append(unquote_plus(text, errors="strict"))
+            # `+` is already a space, so unquote here is unquote_plus on the original
+            decoded.append(unquote(text, errors="strict"))
             ok.append(True)
         except UnicodeDecodeError:
             decoded.append(text)
             ok.append(False)
-    keys = pc.replace_with_mask(keys, needs, pa.array(decoded, pa.string()))
-    if not all(ok):
-        valid = pc.replace_with_mask(valid, needs, pa.array(ok, pa.bool_()))
-    return keys, valid
+    keys = pc.replace_with_mask(keys, percent, pa.array(decoded, pa.string()))
+    if all(ok):
+        return keys, None
+    return keys, pc.replace_with_mask(pa.repeat(True, len(keys)), percent, pa.array(ok))
 
 
 def _column(batch: pa.RecordBatch | pa.Table, names: dict[str, str], wanted: str) -> pa.Array | None:
@@ -120,8 +129,15 @@ def _column(batch: pa.RecordBatch | pa.Table, names: dict[str, str], wanted: str
     return column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
 
 
+def _truth(column: pa.Array) -> pa.Array:
+    if pa.types.is_boolean(column.type):
+        return column
+    return pc.is_in(_strings(column), value_set=pa.array(["true", "TRUE", "True"]))
+
+
 def normalize(batch: pa.RecordBatch | pa.Table, url_encoded: bool, problems: ReadStats, where: str) -> pa.RecordBatch:
-    """Inventory columns -> ROW_SCHEMA; drop non-current versions and delete markers; count malformed rows."""
+    """Inventory columns -> ROW_SCHEMA; drop non-current versions and delete markers; count malformed rows.
+    Columnar throughout: the common case (clean CSV) costs a handful of Arrow kernels per batch."""
     names: dict[str, str] = {}
     for name in batch.schema.names:
         folded = _fold(name)
@@ -131,53 +147,61 @@ def normalize(batch: pa.RecordBatch | pa.Table, url_encoded: bool, problems: Rea
             names[FLAGS[folded]] = name
     rows = batch.num_rows
     problems.rows += rows
-    key = _column(batch, names, "key")
-    if key is None:
+    raw_key = _column(batch, names, "key")
+    if raw_key is None:
         problems.row(f"{where}: no key column", rows)
         return pa.RecordBatch.from_pylist([], schema=ROW_SCHEMA)
-    key = key.cast(pa.string())
-    valid = pc.and_(pc.is_valid(key), pc.not_equal(pc.fill_null(key, ""), ""))
     if url_encoded:
-        key, decodable = decode_keys(key)
+        key, decodable = decode_keys(raw_key)
+    else:
+        key, decodable = _strings(raw_key), None
+    valid = pc.not_equal(key, "")
+    if decodable is not None:
         valid = pc.and_(valid, decodable)
 
     def text(wanted: str) -> pa.Array:
         column = _column(batch, names, wanted)
-        if column is None:
-            return pa.nulls(rows, pa.string())
-        column = column.cast(pa.string())
-        return pc.if_else(pc.equal(pc.fill_null(column, ""), ""), pa.scalar(None, pa.string()), column)
+        return pa.repeat("", rows) if column is None else _strings(column)
 
     raw_size = _column(batch, names, "size")
     if raw_size is None:
-        size = pa.nulls(rows, pa.int64())
+        size, size_text = pa.nulls(rows, pa.int64()), pa.repeat("", rows)
     elif pa.types.is_integer(raw_size.type):
         size = raw_size.cast(pa.int64())
+        size_text = _strings(size)
     else:
-        size_text = pc.fill_null(raw_size.cast(pa.string()), "")
-        digits = pc.match_substring_regex(size_text, r"^\d+$")
-        valid = pc.and_(valid, pc.or_(digits, pc.equal(size_text, "")))
-        size = pc.if_else(digits, size_text, pa.scalar(None, pa.string())).cast(pa.int64())
+        size_text = _strings(raw_size)
+        try:
+            size = size_text.cast(pa.int64())
+        except pa.ArrowInvalid:
+            # empty (delete markers) or garbage somewhere in the batch: the slow, exact path
+            digits = pc.match_substring_regex(size_text, r"^\d+$")
+            valid = pc.and_(valid, pc.or_(digits, pc.equal(size_text, "")))
+            size = pc.if_else(digits, size_text, pa.scalar(None, pa.string())).cast(pa.int64())
 
     keep = valid
     for flag, drop_when in (("is_latest", False), ("is_delete_marker", True)):
         column = _column(batch, names, flag)
         if column is not None:
-            truth = pc.equal(pc.utf8_lower(column.cast(pa.string())), "true")
-            keep = pc.and_(keep, pc.invert(truth) if drop_when else pc.fill_null(truth, True))
+            truth = _truth(column)
+            keep = pc.and_(keep, pc.invert(pc.fill_null(truth, False)) if drop_when else pc.fill_null(truth, True))
 
-    bad = rows - pc.sum(pc.cast(valid, pa.int64())).as_py() if rows else 0
+    bad = rows - pc.sum(valid).as_py() if rows else 0
     if bad:
         first = pc.filter(key, pc.invert(valid)).slice(0, 1).to_pylist()
         problems.row(f"{where}: {bad} row(s) with an empty or undecodable key or a non-numeric size (first key {first[0]!r})", bad)
 
-    etag = pc.utf8_trim(text("etag"), '"')
+    etag = text("etag")
     last_modified = text("last_modified")
-    fingerprint = pc.binary_join_element_wise(
-        pc.fill_null(etag, ""), pc.fill_null(size.cast(pa.string()), ""), pc.fill_null(last_modified, ""), "|"
-    )
-    out = pa.RecordBatch.from_arrays([key, text("version_id"), etag, size, last_modified, fingerprint], schema=ROW_SCHEMA)
-    return out.filter(keep)
+    fingerprint = pc.binary_join_element_wise(etag, size_text, last_modified, "|")
+    version_id = _column(batch, names, "version_id")
+    if version_id is None:
+        version_id = pa.nulls(rows, pa.string())
+    else:
+        version_id = _strings(version_id)
+        version_id = pc.if_else(pc.equal(version_id, ""), pa.scalar(None, pa.string()), version_id)
+    out = pa.RecordBatch.from_arrays([key, version_id, etag, size, last_modified, fingerprint], schema=ROW_SCHEMA)
+    return out if pc.all(keep).as_py() else out.filter(keep)
 
 
 def read_csv_file(path: Path, columns: list[str], problems: ReadStats, where: str) -> Iterator[pa.RecordBatch]:
