@@ -16,7 +16,7 @@ from ingest_pipelines.storage import open_store
 
 def report(rows: list[tuple[str, str]]) -> pa.Table:
     return pa.Table.from_pylist(
-        [{"key": k, "version_id": None, "etag": e, "size": 1, "last_modified": "t", "fingerprint": f"{e}|1|t"} for k, e in rows],
+        [{"key": k, "version_id": None, "etag": e, "size": 1, "fingerprint": f"{e}|1|t"} for k, e in rows],
         schema=ROW_SCHEMA,
     )
 

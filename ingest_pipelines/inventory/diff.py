@@ -93,11 +93,19 @@ class ReportSnapshots:
                     handle.write(chunk)
             return pq.read_table(path, columns=SNAPSHOT_COLUMNS)
 
-    def save(self, ref: ReportRef, current: pa.Table) -> str:
+    @staticmethod
+    def write(current: pa.Table, path: Path) -> None:
+        """The report's snapshot as a local file (written right after the diff, so the report can be freed)."""
+        pq.write_table(current.select(SNAPSHOT_COLUMNS), path, compression="zstd")
+
+    def upload(self, ref: ReportRef, path: Path) -> str:
         key = self._key(ref)
+        with path.open("rb") as handle:
+            self.state.store.upload_fileobj(key, handle)
+        return key
+
+    def save(self, ref: ReportRef, current: pa.Table) -> str:
         with tempfile.TemporaryDirectory(prefix="inventory-snapshot-") as tmp:
             path = Path(tmp, "snapshot.parquet")
-            pq.write_table(current.select(SNAPSHOT_COLUMNS), path, compression="zstd")
-            with path.open("rb") as handle:
-                self.state.store.upload_fileobj(key, handle)
-        return key
+            self.write(current, path)
+            return self.upload(ref, path)

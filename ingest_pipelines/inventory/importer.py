@@ -128,18 +128,25 @@ class InventoryImport:
     # ------------------------------------------------------------------ the report
 
     def import_report(self, ref: ReportRef) -> ReportResult:
+        with tempfile.TemporaryDirectory(prefix="inventory-import-") as tmp:
+            return self._import_report(ref, Path(tmp))
+
+    def _import_report(self, ref: ReportRef, workdir: Path) -> ReportResult:
         manifest = load_manifest(self.client, self.store.bucket, ref)
         stats = ReadStats()
         current = pa.Table.from_batches(list(read_inventory(self.client, self.store.bucket, manifest, stats)), schema=ROW_SCHEMA)
         previous_stamp = self.snapshots.previous(ref)
         previous = self.snapshots.load(ref, previous_stamp) if previous_stamp else None
         diff = diff_reports(current, previous)
-        del previous
+        snapshot_path = workdir / "snapshot.parquet"
+        self.snapshots.write(current, snapshot_path)
+        # only the candidates are needed from here on: free the report before the long gateway phase
+        del current, previous
         self.log.info(
             f"{ref.manifest_key}: {stats.rows} rows, {diff.new} new, {diff.changed} changed, {diff.deleted} deleted, "
             f"{diff.candidates.num_rows} candidates (previous report: {previous_stamp or 'none'})"
         )
-        batch_key = self._write_batch_manifest(manifest, diff)
+        batch_key = self._write_batch_manifest(manifest, diff, workdir)
         result = ReportResult(
             report=f"s3://{self.store.bucket}/{ref.manifest_key}",
             source_bucket=manifest.source_bucket,
@@ -159,35 +166,33 @@ class InventoryImport:
             batch_manifest=f"s3://{self.store.bucket}/{batch_key}",
         )
         results_key = self._report_key(ref, "results.csv")
-        with tempfile.TemporaryDirectory(prefix="inventory-results-") as tmp:
-            results_path = Path(tmp, "results.csv")
-            with results_path.open("wb") as results_file:
-                for outcome in self._process_candidates(manifest.source_bucket, diff.candidates):
-                    result.statuses[outcome.status] += 1
-                    if outcome.status == "failed" and len(result.failures) < MAX_LISTED:
-                        result.failures[outcome.key] = outcome.reason
-                    if outcome.dead_lettered and len(result.dead_lettered) < MAX_LISTED:
-                        result.dead_lettered.append(outcome.key)
-                    results_file.write(results_csv([_result_row(manifest.source_bucket, outcome)]))
-            with results_path.open("rb") as handle:
-                self.client.upload_fileobj(handle, self.store.bucket, results_key)
+        results_path = workdir / "results.csv"
+        with results_path.open("wb") as results_file:
+            for outcome in self._process_candidates(manifest.source_bucket, diff.candidates):
+                result.statuses[outcome.status] += 1
+                if outcome.status == "failed" and len(result.failures) < MAX_LISTED:
+                    result.failures[outcome.key] = outcome.reason
+                if outcome.dead_lettered and len(result.dead_lettered) < MAX_LISTED:
+                    result.dead_lettered.append(outcome.key)
+                results_file.write(results_csv([_result_row(manifest.source_bucket, outcome)]))
+        with results_path.open("rb") as handle:
+            self.client.upload_fileobj(handle, self.store.bucket, results_key)
         result.results_report = f"s3://{self.store.bucket}/{results_key}"
         # saved last: a run that dies before this point re-diffs against the same previous report
-        self.snapshots.save(ref, current)
+        self.snapshots.upload(ref, snapshot_path)
         return result
 
     def _report_key(self, ref: ReportRef, name: str) -> str:
         prefix = normalize_prefix(self.store.prefix) + normalize_prefix(self.workflow.batchManifestPrefix)
         return f"{prefix}{ref.series}/{ref.timestamp}/{name}"
 
-    def _write_batch_manifest(self, manifest: InventoryManifest, diff: InventoryDiff) -> str:
+    def _write_batch_manifest(self, manifest: InventoryManifest, diff: InventoryDiff, workdir: Path) -> str:
         key = self._report_key(manifest.ref, "manifest.csv")
-        with tempfile.TemporaryDirectory(prefix="inventory-batch-") as tmp:
-            path = Path(tmp, "manifest.csv")
-            candidates = diff.candidates
-            write_batch_manifest(manifest.source_bucket, candidates.column("key"), candidates.column("version_id"), path)
-            with path.open("rb") as handle:
-                self.client.upload_fileobj(handle, self.store.bucket, key)
+        path = workdir / "manifest.csv"
+        candidates = diff.candidates
+        write_batch_manifest(manifest.source_bucket, candidates.column("key"), candidates.column("version_id"), path)
+        with path.open("rb") as handle:
+            self.client.upload_fileobj(handle, self.store.bucket, key)
         return key
 
     def _process_candidates(self, bucket: str, candidates: pa.Table) -> Iterator[ObjectResult]:
