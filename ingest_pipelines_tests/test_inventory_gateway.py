@@ -83,3 +83,11 @@ def test_retry_after_parsing() -> None:
     assert retry_after_seconds("7") == 7.0
     assert retry_after_seconds(None) is None and retry_after_seconds("soon") is None
     assert retry_after_seconds("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0
+
+
+def test_api_key_is_a_secret_sent_as_header(gateway: GatewayServer, monkeypatch) -> None:
+    monkeypatch.setenv("GATEWAY_KEY", "very-secret-key")
+    config = GatewayConfig(url=gateway.url, apiKey="$GATEWAY_KEY")
+    assert "very-secret-key" not in repr(config)
+    assert GatewayClient(config).register("fred", {}, b"x", "k").ok
+    assert gateway.server.requests[0].headers["x-api-key"] == "very-secret-key"

@@ -176,3 +176,10 @@ def test_batch_manifest_goes_under_batch_manifest_prefix(scene: InventoryScene) 
     result = scene.importer().import_report(scene.report())
     assert result.batch_manifest == f"s3://{INVENTORY}/inv/batch-operations/images/daily/2024-05-01T01-00Z/manifest.csv"
     assert result.results_report.endswith("/batch-operations/images/daily/2024-05-01T01-00Z/results.csv")
+
+
+def test_object_deleted_after_the_report_is_counted_missing(scene: InventoryScene) -> None:
+    scene.put_image("here.png", {"UserId": "here"})
+    rows = [{"key": "here.png", "size": 1, "etag": "e1"}, {"key": "gone.png", "size": 1, "etag": "e2"}]
+    result = scene.importer().import_report(scene.report(rows=rows))
+    assert result.statuses["missing"] == 1 and result.statuses["indexed"] == 1 and result.ok
