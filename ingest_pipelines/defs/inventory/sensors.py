@@ -1,0 +1,48 @@
+"""The inventory sensor: finds complete reports (manifest.json + manifest.checksum) in the source bucket
+and requests a run of the report's date partition; bounded listing per tick, cursor = per-series marks."""
+
+from __future__ import annotations
+
+import json
+
+import dagster as dg
+
+from ingest_pipelines.config import dagster_name
+from ingest_pipelines.defs.inventory.assets import REPORT_TAG
+from ingest_pipelines.defs.resources import store_resource_key
+from ingest_pipelines.inventory.config import InventoryWorkflow
+from ingest_pipelines.inventory.manifest import ListingBudget, find_new_reports
+
+
+def build_inventory_sensor(workflow: InventoryWorkflow, job: dg.UnresolvedAssetJobDefinition) -> dg.SensorDefinition:
+    dname = dagster_name(workflow.name)
+    source_key = store_resource_key("source", workflow.source or "")
+    start = workflow.startDate.isoformat()
+
+    @dg.sensor(
+        name=f"{dname}__inventory_sensor",
+        job=job,
+        minimum_interval_seconds=int(workflow.interval),
+        default_status=dg.DefaultSensorStatus.RUNNING if workflow.sensor == "running" else dg.DefaultSensorStatus.STOPPED,
+        required_resource_keys={source_key},
+        description=f"New S3 Inventory reports for workflow {workflow.name}: one run per report, on its date's partition.",
+    )
+    def inventory_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+        store = getattr(context.resources, source_key).get_store()
+        cursor = json.loads(context.cursor) if context.cursor else {}
+        budget = ListingBudget(workflow.maxPagesPerTick, workflow.tickSeconds)
+        found = find_new_reports(store.client, store.bucket, store.prefix, cursor.get("marks", {}), budget, cursor.get("resume_after"))
+        requests = []
+        for ref, checksum in sorted(found.reports, key=lambda item: (item[0].timestamp, item[0].series)):
+            if ref.date < start:
+                context.log.warning(f"{ref.manifest_key}: inventory date {ref.date} is before startDate {start}; not requested")
+                continue
+            requests.append(
+                dg.RunRequest(run_key=f"{ref.manifest_key}:{checksum}", partition_key=ref.date, tags={REPORT_TAG: ref.manifest_key})
+            )
+        if not found.complete:
+            context.log.info(f"listing budget spent after {budget.calls} list calls; resuming after {found.resume_after!r} next tick")
+        new_cursor = {"marks": found.marks, "resume_after": None if found.complete else found.resume_after}
+        return dg.SensorResult(run_requests=requests, cursor=json.dumps(new_cursor, sort_keys=True))
+
+    return inventory_sensor

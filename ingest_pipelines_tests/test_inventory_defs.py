@@ -1,0 +1,201 @@
+"""The inventory workflow through Dagster: definitions from a sample ingest.yaml, the sensor tick by
+tick (cursor in, cursor out), and runs of the daily asset with its check on a real instance."""
+
+from __future__ import annotations
+
+import json
+
+import dagster as dg
+import pytest
+
+from ingest_pipelines.config import ConfigError, load_config
+from ingest_pipelines.defs import build_definitions
+from ingest_pipelines.defs.inventory.assets import REPORT_TAG
+from ingest_pipelines.demo import DemoContext
+from ingest_pipelines.inventory.demo import seed
+from ingest_pipelines_tests import inventory_fixtures
+from ingest_pipelines_tests.inventory_fixtures import INVENTORY, InventoryScene
+
+ASSET = dg.AssetKey(["faces_index", "indexed"])
+SENSOR = "faces_index__inventory_sensor"
+JOB = "faces_index__index_job"
+
+# fixtures shared by the inventory test modules
+gateway = inventory_fixtures.gateway
+scene = inventory_fixtures.scene
+
+
+def definitions(scene: InventoryScene, write_config, **workflow) -> dg.Definitions:
+    return build_definitions(load_config(write_config(scene.config_document(**workflow))))
+
+
+def tick(defs: dg.Definitions, instance: dg.DagsterInstance, cursor: str | None) -> dg.SensorResult:
+    context = dg.build_sensor_context(instance=instance, cursor=cursor, resources=defs.resources, definitions=defs)
+    return defs.resolve_sensor_def(SENSOR).evaluate_tick(context)
+
+
+def run(defs: dg.Definitions, instance: dg.DagsterInstance, request: dg.RunRequest | None = None, partition: str | None = None):
+    job = defs.resolve_job_def(JOB)
+    tags = {k: v for k, v in (request.tags if request else {}).items() if not k.startswith("dagster/")}
+    return job.execute_in_process(
+        instance=instance, partition_key=request.partition_key if request else partition, tags=tags, raise_on_error=False
+    )
+
+
+def materialization(result) -> dict:
+    (event,) = [e for e in result.all_events if e.event_type_value == "ASSET_MATERIALIZATION"]
+    return {k: getattr(v, "value", getattr(v, "data", v)) for k, v in event.event_specific_data.materialization.metadata.items()}
+
+
+def check(result):
+    (event,) = [e for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
+    return event.event_specific_data
+
+
+def test_sample_config_builds_asset_check_sensor_and_job(scene: InventoryScene, write_config) -> None:
+    defs = definitions(scene, write_config, sensor="running", interval="45s")
+    graph = defs.resolve_asset_graph()
+    assert ASSET in graph.get_all_asset_keys()
+    assert dg.AssetCheckKey(ASSET, "no_failures") in graph.asset_check_keys
+    asset = defs.resolve_assets_def(ASSET)
+    assert asset.partitions_def == dg.DailyPartitionsDefinition("2024-01-01", end_offset=1, timezone="UTC")
+    assert asset.op.pool == "gateway"
+    assert asset.required_resource_keys >= {"source_inventory", "ingest_state"}
+    sensor = defs.resolve_sensor_def(SENSOR)
+    assert sensor.default_status == dg.DefaultSensorStatus.RUNNING and sensor.minimum_interval_seconds == 45
+    job = defs.resolve_job_def(JOB)
+    assert job.tags["ingest/serial"] == "faces_index"
+    assert sensor.job_name == JOB
+
+
+def test_workflow_takes_no_destinations_and_needs_a_gateway_url(scene: InventoryScene, write_config) -> None:
+    document = scene.config_document()
+    document["workflows"][0]["gateway"] = {"url": "ftp://x"}
+    with pytest.raises(ConfigError, match="faces-index.*gateway.url.*http"):
+        load_config(write_config(document))
+    document = scene.config_document(destinations=["x"])
+    document["destinations"] = [{"name": "x", "type": "filesystem", "path": "/tmp/x"}]
+    with pytest.raises(ConfigError, match="takes at most 0"):
+        load_config(write_config(document))
+
+
+def test_sensor_tick_by_tick(scene: InventoryScene, write_config, instance) -> None:
+    defs = definitions(scene, write_config)
+    first = tick(defs, instance, None)
+    assert first.run_requests == [] and json.loads(first.cursor) == {"marks": {}, "resume_after": None}
+
+    # a manifest under reports/ (Batch Operations completion reports) and an incomplete report: no run
+    scene.put_image("a.png", {"UserId": "fred"})
+    scene.s3.put_object(Bucket=INVENTORY, Key="inv/reports/daily/2024-05-01T01-00Z/manifest.json", Body=b"{}")
+    scene.s3.put_object(Bucket=INVENTORY, Key="inv/reports/daily/2024-05-01T01-00Z/manifest.checksum", Body=b"0" * 32)
+    scene.report("2024-05-01T01-00Z", checksum=False)
+    second = tick(defs, instance, first.cursor)
+    assert second.run_requests == []
+
+    ref = scene.report("2024-05-01T01-00Z")
+    checksum = scene.s3.get_object(Bucket=INVENTORY, Key=ref.checksum_key)["Body"].read().decode().strip()
+    third = tick(defs, instance, second.cursor)
+    (request,) = third.run_requests
+    assert request.partition_key == "2024-05-01"
+    assert request.run_key == f"inv/images/daily/2024-05-01T01-00Z/manifest.json:{checksum}"
+    assert request.tags[REPORT_TAG] == "inv/images/daily/2024-05-01T01-00Z/manifest.json"
+    assert json.loads(third.cursor)["marks"] == {"images/daily": "2024-05-01T01-00Z"}
+
+    assert tick(defs, instance, third.cursor).run_requests == []
+    scene.report("2024-05-02T01-00Z")
+    scene.report("2024-05-03T01-00Z")
+    fifth = tick(defs, instance, third.cursor)
+    assert [r.partition_key for r in fifth.run_requests] == ["2024-05-02", "2024-05-03"]
+
+
+def test_end_to_end_sensor_run_metadata_and_check(scene: InventoryScene, write_config, instance) -> None:
+    defs = definitions(scene, write_config)
+    scene.put_image("a.PNG", {"UserId": "a", "team": "blue"})
+    scene.put_image("b.jpg", {"UserId": "b"})
+    scene.put_image("d.gif", {"UserId": "d"})
+    scene.put_image("dead.jpeg", {"UserId": "dead"})
+    scene.gateway.always(500, user_id="dead")
+    scene.report("2024-05-01T01-00Z")
+    (request,) = tick(defs, instance, None).run_requests
+    result = run(defs, instance, request)
+    assert result.success
+    metadata = materialization(result)
+    assert metadata["rows"] == 4 and metadata["candidates"] == 3 and metadata["indexed"] == 2 and metadata["failed"] == 1
+    assert metadata["dead_lettered"] == ["dead.jpeg"]
+    assert metadata["reports"] == ["s3://inventory/inv/images/daily/2024-05-01T01-00Z/manifest.json"]
+    evaluation = check(result)
+    assert not evaluation.passed and evaluation.partition == "2024-05-01"
+    assert evaluation.severity == dg.AssetCheckSeverity.ERROR
+    assert scene.tags("a.PNG") == {"UserId": "a", "team": "blue", "Indexed": "True"}
+    assert "Indexed" not in scene.tags("dead.jpeg")
+    event = instance.get_latest_materialization_event(ASSET)
+    assert event is not None and event.dagster_event.partition == "2024-05-01"
+
+    # the gateway recovers; a backfill of the date (no sensor tag) retries the dead-lettered object only
+    scene.gateway.always(200, user_id="dead")
+    calls_before = len(scene.gateway.calls)
+    backfill = run(defs, instance, partition="2024-05-01")
+    assert backfill.success
+    metadata = materialization(backfill)
+    assert metadata["indexed"] == 1 and metadata["skipped_non_qualified"] == 2 and metadata["failed"] == 0
+    assert len(scene.gateway.calls) == calls_before + 1
+    assert check(backfill).passed
+
+
+def test_second_day_run_diffs_against_the_first(scene: InventoryScene, write_config, instance) -> None:
+    defs = definitions(scene, write_config)
+    for i in range(5):
+        scene.put_image(f"{i}.png", {"UserId": f"u{i}"})
+    scene.report("2024-05-01T01-00Z")
+    assert run(defs, instance, partition="2024-05-01").success
+    scene.put_image("new-1.jpg", {"UserId": "n1"})
+    scene.put_image("new-2.jpg", {"UserId": "n2"})
+    scene.report("2024-05-02T01-00Z")
+    result = run(defs, instance, partition="2024-05-02")
+    metadata = materialization(result)
+    assert (metadata["new"], metadata["unchanged"], metadata["candidates"], metadata["indexed"]) == (2, 5, 2, 2)
+    assert metadata["previous_reports"] == ["2024-05-01T01-00Z"]
+    assert check(result).passed
+
+
+def test_date_without_a_report_fails_the_run_with_the_reason(scene: InventoryScene, write_config, instance) -> None:
+    defs = definitions(scene, write_config)
+    result = run(defs, instance, partition="2024-06-01")
+    assert not result.success
+    (failure,) = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    assert "no S3 Inventory report delivered on 2024-06-01 under s3://inventory/inv" in str(failure.event_specific_data.error)
+
+
+def test_corrupt_manifest_fails_the_run(scene: InventoryScene, write_config, instance) -> None:
+    defs = definitions(scene, write_config)
+    scene.put_image("a.png", {"UserId": "a"})
+    ref = scene.report("2024-05-01T01-00Z")
+    scene.s3.put_object(Bucket=INVENTORY, Key=ref.checksum_key, Body=b"f" * 32)
+    result = run(defs, instance, partition="2024-05-01")
+    assert not result.success
+    (failure,) = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    assert "manifest.json: MD5 mismatch" in str(failure.event_specific_data.error)
+    assert scene.gateway.calls == []
+
+
+def test_demo_seed_loads_and_its_report_runs(s3, s3_server, write_config, instance, tmp_path) -> None:
+    ctx = DemoContext(endpoint_url=s3_server.endpoint_url, s3=s3, workdir=tmp_path)
+    try:
+        document = seed(ctx)
+        document["state"] = {"type": "filesystem", "path": str(tmp_path / "state")}
+        defs = build_definitions(load_config(write_config(document)))
+        context = dg.build_sensor_context(instance=instance, resources=defs.resources, definitions=defs)
+        (request,) = defs.resolve_sensor_def("faces_index__inventory_sensor").evaluate_tick(context).run_requests
+        tags = {k: v for k, v in request.tags.items() if not k.startswith("dagster/")}
+        result = defs.resolve_job_def("faces_index__index_job").execute_in_process(
+            instance=instance, partition_key=request.partition_key, tags=tags
+        )
+        metadata = materialization(result)
+        assert (metadata["candidates"], metadata["indexed"], metadata["skipped_invalid"], metadata["skipped_non_qualified"]) == (6, 3, 1, 2)
+        assert check(result).passed
+        (gateway,) = ctx.servers
+        assert {call["UserId"] for call in gateway.registrations} == {"alice", "bob", "grace"}
+        assert [call["Properties"] for call in gateway.calls_for("alice")] == [{"fname": "Alice", "lname": "Liddell"}]
+    finally:
+        for server in ctx.servers:
+            server.stop()
