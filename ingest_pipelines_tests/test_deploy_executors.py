@@ -147,6 +147,14 @@ def test_each_kinds_job_takes_the_workflow_executor_else_the_code_location_defau
                 "executionRunId": "run-1",
                 "callbackToken": "$PENNSIEVE_TOKEN",
             },
+            {
+                "name": "faces",
+                "kind": "inventory",
+                "source": "drop",
+                "gateway": {"url": "http://127.0.0.1:9"},
+                "history": f"sqlite:///{tmp_path}/history.db",
+                "executor": {"type": "in_process"},
+            },
         ],
         "state": S3_STATE,
         "executor": {"type": "celery", "broker": BROKER},
@@ -154,3 +162,4 @@ def test_each_kinds_job_takes_the_workflow_executor_else_the_code_location_defau
     defs = build_definitions(load_config(write_config(doc)))
     assert defs.resolve_job_def("bundles__ingest_job").executor_def.name == "ingest_multiprocess"
     assert defs.resolve_job_def("imports__import_job").executor_def.name == "ingest_celery"
+    assert defs.resolve_job_def("faces__index_job").executor_def is dg.in_process_executor
