@@ -122,7 +122,7 @@ def test_webserver_daemon_and_code_server_on_postgres_survive_a_daemon_restart(t
                 # queue launches them one at a time (ingest/serial); kill the daemon after the first
                 wait_until(
                     lambda: any(r.status == dg.DagsterRunStatus.SUCCESS for r in runs_of(instance)),
-                    150,
+                    240,
                     "a first sync run to succeed",
                     details=procs.logs,
                 )
@@ -138,7 +138,7 @@ def test_webserver_daemon_and_code_server_on_postgres_survive_a_daemon_restart(t
                     runs = runs_of(instance)
                     return objects(s3, "mp-dst") == objects(s3, "mp-src") and not any(r.status in ACTIVE for r in runs)
 
-                wait_until(settled, 150, "the destination to equal the source with no run left", interval=1.0, details=procs.logs)
+                wait_until(settled, 240, "the destination to equal the source with no run left", interval=1.0, details=procs.logs)
                 sensor_runs = runs_of(instance)
                 failed = [(r.run_id, r.status) for r in sensor_runs if r.status != dg.DagsterRunStatus.SUCCESS]
                 assert not failed, f"{failed}\n{procs.logs()}"
@@ -180,7 +180,7 @@ def test_webserver_daemon_and_code_server_on_postgres_survive_a_daemon_restart(t
                         return None
                     return status if status not in ACTIVE else None
 
-                status = wait_until(graphql_status, 120, f"GraphQL run {run_id} to finish", interval=1.0, details=procs.logs)
+                status = wait_until(graphql_status, 180, f"GraphQL run {run_id} to finish", interval=1.0, details=procs.logs)
                 assert status == dg.DagsterRunStatus.SUCCESS, procs.logs()
                 run = instance.get_run_by_id(run_id)
                 assert run is not None and run.tags["launched_by"] == "graphql-test" and run.tags["ingest/serial"] == DNAME
