@@ -52,7 +52,7 @@ class SyncRig:
         destinations: list[StoreConfig],
         *,
         ledger_url: str | None = None,
-        webhook: Any = None,
+        post: Any = None,
         **workflow: Any,
     ):
         options = {"settleDelay": 0, "batchSize": 8, **workflow}
@@ -63,7 +63,7 @@ class SyncRig:
         self.state = StateStore(open_store(FilesystemStoreConfig(name="state", path=str(tmp_path / "state"))))
         self.ledger = SyncLedger(ledger_url or f"sqlite:///{tmp_path / 'ledger.sqlite'}")
         self.destinations = [Destination(d.name, d, open_store(d)) for d in destinations]
-        self.applier = BatchApplier(self.workflow, self.source, self.destinations, self.ledger, webhook=webhook)
+        self.applier = BatchApplier(self.workflow, self.source, self.destinations, self.ledger, webhook=post)
         self.batch_store = BatchStore(self.state, self.workflow.name)
         self.cursor: str | None = None
         self.emitted: list[ChangeBatch] = []

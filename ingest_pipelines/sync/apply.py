@@ -337,7 +337,12 @@ class BatchApplier:
         extra: dict[str, Any] = {}
         if "VersionId" not in copy_source and change.etag:
             extra["CopySourceIfMatch"] = change.etag  # a newer object is a later batch's business
-        client.copy_object(CopySource=copy_source, **target, **extra)
+        resp = client.copy_object(CopySource=copy_source, **target, **extra)
+        copied = str(resp.get("CopyObjectResult", {}).get("ETag", "")).strip('"')
+        if "VersionId" not in copy_source and change.etag and copied and copied != change.etag and "-" not in change.etag:
+            # a server that ignores the precondition copied a newer object: that is the later
+            # batch's change (it will find it present), not this one's
+            raise _SourceChanged("superseded")
 
     def _open_source(self, change: Change) -> tuple[Any, str | None, dict[str, str] | None]:
         """A stream of the change's version of the object, with its content type and user metadata."""
