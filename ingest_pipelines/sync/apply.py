@@ -110,6 +110,15 @@ class _Outcome:
         self.change, self.dest, self.kind, self.uri, self.error, self.size = change, dest, kind, uri, error, size
 
 
+@dataclass
+class _Held:
+    """What a destination holds for one key: marker (None = not looked up) and object (if `looked`)."""
+
+    marker: bool | None = None
+    info: ObjectInfo | None = None
+    looked: bool = False
+
+
 class _SourceChanged(Exception):
     """The source no longer holds this version (412) or the object at all (404)."""
 
@@ -160,7 +169,7 @@ class BatchApplier:
         done = self.ledger.applied_in_batch(wf, batch.id)
         rows: list[AppliedRow] = []
         outcomes: list[_Outcome] = []
-        tasks: list[tuple[Change, Destination, ObjectInfo | None | bool]] = []
+        tasks: list[tuple[Change, Destination, _Held | None]] = []
 
         for dest in self.destinations:
             todo = [c for c in batch.changes if (c.key, dest.name) not in done]
@@ -184,7 +193,7 @@ class BatchApplier:
                 else:
                     fresh.append(change)
             present = self._presence(dest, [c for c in fresh if c.operation != "delete"])
-            tasks.extend((c, dest, present.get(c.key, True) if present is not None else True) for c in fresh)
+            tasks.extend((c, dest, present.get(c.key) if present is not None else None) for c in fresh)
 
         if tasks:
             with ThreadPoolExecutor(max_workers=min(self.workflow.threads, len(tasks))) as pool:
@@ -225,7 +234,7 @@ class BatchApplier:
 
     # ------------------------------------------------------------------ presence
 
-    def _presence(self, dest: Destination, changes: list[Change]) -> dict[str, ObjectInfo | None | bool] | None:
+    def _presence(self, dest: Destination, changes: list[Change]) -> dict[str, _Held] | None:
         """What the destination already holds for these keys, from one range listing per batch
         (objects and markers) instead of a HEAD per key. None: list too costly, HEAD per key."""
         if not changes or not isinstance(dest.config, S3StoreConfig):
@@ -239,22 +248,22 @@ class BatchApplier:
             markers = range_listing(dest.store, [dest.marker_key(k) for k in keys])
             if markers is None:
                 return None
-        out: dict[str, ObjectInfo | None | bool] = {}
+        out: dict[str, _Held] = {}
         for key in keys:
-            if dest.markers and dest.marker_key(key) in (markers or {}):
-                out[key] = False  # marker present: nothing to do
-                continue
             item = objects.get(_full(dest.store, key))
-            out[key] = (
+            info = (
                 None
                 if item is None
                 else ObjectInfo(key, int(item.get("Size", 0)), str(item.get("ETag", "")).strip('"'), item["LastModified"])
             )
+            out[key] = _Held(marker=dest.marker_key(key) in (markers or {}) if dest.markers else False, info=info, looked=True)
         return out
 
     # ------------------------------------------------------------------ one change
 
-    def _apply_one(self, change: Change, dest: Destination, present: ObjectInfo | None | bool) -> _Outcome:
+    def _apply_one(self, change: Change, dest: Destination, held: _Held | None) -> _Outcome:
+        held = held or _Held()
+        uri = dest.store.uri(change.key)
         try:
             if change.operation == "delete":
                 if dest.deletes:
@@ -263,22 +272,23 @@ class BatchApplier:
                         self._delete_marker(dest, change.key)
                     return _Outcome(change, dest, "deleted")
                 return _Outcome(change, dest, "delete-ignored")
-            # present: False = marker found; None = known absent; True = unknown (look); ObjectInfo = found
-            if present is True:
-                if dest.markers and self._marker_exists(dest, change.key):
-                    return _Outcome(change, dest, "present", uri=dest.store.uri(change.key))
-                present = self._head(dest, change)
-            if present is False:
-                return _Outcome(change, dest, "present", uri=dest.store.uri(change.key))
-            if isinstance(present, ObjectInfo) and self._same(dest, present, change):
-                if dest.markers:
+            if dest.markers and held.marker is None:
+                held.marker = self._marker_exists(dest, change.key)
+            if held.marker and change.operation in ("snapshot", "create"):
+                # connylabs: the marker says "delivered" (the consumer may have moved the object
+                # away since); an update is a new version and is delivered again
+                return _Outcome(change, dest, "present", uri=uri)
+            if not held.looked:
+                held.info = self._head(dest, change)
+            if held.info is not None and self._same(dest, held.info, change):
+                if dest.markers and not held.marker:
                     self._put_marker(dest, change.key)
-                    return _Outcome(change, dest, "marker-only", uri=dest.store.uri(change.key))
-                return _Outcome(change, dest, "present", uri=dest.store.uri(change.key))
+                    return _Outcome(change, dest, "marker-only", uri=uri)
+                return _Outcome(change, dest, "present", uri=uri)
             self._copy(change, dest)
-            if dest.markers:
+            if dest.markers and not held.marker:
                 self._put_marker(dest, change.key)
-            return _Outcome(change, dest, "copied", uri=dest.store.uri(change.key), size=change.size)
+            return _Outcome(change, dest, "copied", uri=uri, size=change.size)
         except _SourceChanged as exc:
             return _Outcome(change, dest, exc.kind)
         except Exception as exc:  # recorded per change; the rest of the batch goes on
