@@ -237,8 +237,9 @@ class WorkflowConfig(ConfigModel):
 #: `kind:` -> model.
 WORKFLOW_KINDS: dict[str, type[WorkflowConfig]] = {}
 
-#: Modules that register a kind when imported (each calls register_kind).
+#: Modules that register a kind (register_kind) or store types (register_*_type) when imported.
 KIND_MODULES = (
+    "ingest_pipelines.records",
     "ingest_pipelines.sync.config",
     "ingest_pipelines.inventory.config",
     "ingest_pipelines.bundles.config",

@@ -95,9 +95,11 @@ def _instance_yaml() -> str:
     return "telemetry:\n  enabled: false\n"
 
 
-def _wait_http(url: str, timeout: float) -> bool:
+def _wait_http(url: str, timeout: float, process: subprocess.Popen[bytes] | None = None) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            return False
         try:
             with urllib.request.urlopen(url, timeout=2):
                 return True
@@ -152,7 +154,7 @@ def run_demo(args: argparse.Namespace) -> int:
                     dev.wait()
 
         stack.callback(stop_dev)
-        if _wait_http(f"http://{args.host}:{args.port}/server_info", timeout=180):
+        if _wait_http(f"http://{args.host}:{args.port}/server_info", timeout=180, process=dev):
             log.info("Dagster UI: http://%s:%s  (Ctrl-C stops everything)", args.host, args.port)
         try:
             return dev.wait()

@@ -1,0 +1,63 @@
+"""The code location: `defs` builds from a config, validates with the real `dagster` CLI, and keeps
+secrets out of resource config."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+
+from ingest_pipelines.config import load_config
+from ingest_pipelines.defs import build_definitions
+from ingest_pipelines.defs.resources import STATE_RESOURCE_KEY, ObjectStoreResource
+from ingest_pipelines_tests.conftest import subprocess_env
+
+SOURCE = {
+    "name": "src",
+    "type": "s3",
+    "endpoint": "http://127.0.0.1:9",
+    "bucket": "b",
+    "accessKeyID": "$TEST_SRC_KEY",
+    "secretAccessKey": "${TEST_SRC_SECRET}",
+}
+
+
+def validate(config_path: Path, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "dagster", "definitions", "validate", "-m", "ingest_pipelines.definitions"],
+        cwd=cwd,
+        env=subprocess_env(INGEST_CONFIG=str(config_path)),
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+
+
+def test_empty_config_validates_with_the_dagster_cli(tmp_path: Path) -> None:
+    path = tmp_path / "ingest.yaml"
+    path.write_text("")
+    result = validate(path, tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Validation successful" in result.stdout + result.stderr
+
+
+def test_broken_config_fails_validation_naming_the_field(tmp_path: Path, write_config) -> None:
+    path = write_config({"sources": [SOURCE], "workflows": [{"name": "w", "source": "nope", "destinations": []}]})
+    result = validate(path, tmp_path)
+    assert result.returncode != 0
+    assert "workflow 'w': field 'source': no source named 'nope'" in result.stdout + result.stderr
+
+
+def test_resources_take_secrets_as_env_vars_only(monkeypatch, write_config) -> None:
+    monkeypatch.setenv("TEST_SRC_KEY", "AKIA-SHOULD-NOT-LEAK")
+    monkeypatch.setenv("TEST_SRC_SECRET", "secret-should-not-leak")
+    config = load_config(write_config({"sources": [SOURCE]}))
+    defs = build_definitions(config)
+    resource = defs.resources["source_src"]
+    assert isinstance(resource, ObjectStoreResource)
+    assert isinstance(resource.aws_access_key_id, dg.EnvVar) and resource.aws_access_key_id.env_var_name == "TEST_SRC_KEY"
+    assert isinstance(resource.aws_secret_access_key, dg.EnvVar)
+    assert "should-not-leak" not in repr(resource)
+    assert STATE_RESOURCE_KEY in defs.resources
