@@ -42,7 +42,18 @@ def test_kill_9_at_random_points_then_restart(tmp_path, s3, s3_server, http_serv
     hook = http_server(lambda request: Response(200, {"ok": True}))
     settings = tmp_path / "settings.json"
     settings.write_text(
-        json.dumps({"work": str(tmp_path), "endpoint": s3_server.endpoint_url, "webhook": hook.url, "batch_size": 40, "page_size": 150})
+        json.dumps(
+            {
+                "work": str(tmp_path),
+                "endpoint": s3_server.endpoint_url,
+                "webhook": hook.url,
+                "batch_size": 40,
+                "page_size": 150,
+                "extra_destinations": [
+                    {"name": "records", "type": "filesystem-records", "path": str(tmp_path / "records"), "format": "json", "bufferSize": 25}
+                ],
+            }
+        )
     )
 
     rng = random.Random(20240501)
@@ -75,10 +86,14 @@ def test_kill_9_at_random_points_then_restart(tmp_path, s3, s3_server, http_serv
     ledger = SyncLedger(f"sqlite:///{tmp_path / 'ledger.sqlite'}")
     rows = list(ledger.applied_rows("crash"))
     per_target = Counter((r.key, r.destination) for r in rows)
-    assert set(per_target) == {(k, d) for k in keys for d in ("mirror", "folder")}
+    assert set(per_target) == {(k, d) for k in keys for d in ("mirror", "folder", "records")}
     assert max(per_target.values()) == 1
     emitted = Counter(r.key for r in rows if r.destination == "mirror")
     assert set(emitted.values()) == {1}
+
+    # records: each object exactly once over all record files
+    records = [json.loads(line) for path in (tmp_path / "records").glob("*.jsonl") for line in path.read_text().splitlines()]
+    assert Counter(r["Key"] for r in records) == Counter({k: 1 for k in keys})
 
     # webhook: every URI delivered under exactly one idempotency key (a repeat, if a kill hit
     # between the POST and its ledger row, carries the same key and the same URIs)
@@ -88,5 +103,6 @@ def test_kill_9_at_random_points_then_restart(tmp_path, s3, s3_server, http_serv
         key = request.headers["Idempotency-Key"]
         assert by_key.setdefault(key, uris) == uris
     delivered = Counter(uri for uris in by_key.values() for uri in uris)
-    expected = {f"s3://dst/{k}" for k in keys} | {(folder / k).as_uri() for k in keys}
-    assert set(delivered) == expected and set(delivered.values()) == {1}
+    objects = {f"s3://dst/{k}" for k in keys} | {(folder / k).as_uri() for k in keys}
+    assert {u for u in delivered if not u.endswith(".jsonl")} == objects and set(delivered.values()) == {1}
+    assert {u for u in delivered if u.endswith(".jsonl")} == {p.as_uri() for p in (tmp_path / "records").glob("*.jsonl")}

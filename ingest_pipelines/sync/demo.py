@@ -52,7 +52,9 @@ def seed(ctx: Any) -> dict[str, list[dict[str, Any]]]:
     folder = {"name": "sync-folder", "type": "filesystem", "path": str(ctx.workdir / "sync-folder"), "deletes": True}
     destinations = [mirror, folder]
     if importlib.util.find_spec("ingest_pipelines.records") is not None:
-        destinations.append({**ctx.s3_source("sync-records", "sync-records", "records/"), "type": "s3-records", "format": "json", "bufferSize": 100})
+        destinations.append(
+            {**ctx.s3_source("sync-records", "sync-records", "records/"), "type": "s3-records", "format": "json", "bufferSize": 100}
+        )
     workflow = {
         "name": "demo-sync",
         "kind": "sync",
