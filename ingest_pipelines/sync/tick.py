@@ -178,7 +178,8 @@ def run_tick(
             if asset == "snapshot":
                 snapshot_open.setdefault(partition or "all", []).append(change)
             else:
-                hours_open.setdefault(hour_key(change.changed_at, start_hour), []).append(change)
+                # a LastModified ahead of our clock (skew) must not name an hour Dagster has not opened
+                hours_open.setdefault(hour_key(min(change.changed_at, clock()), start_hour), []).append(change)
                 cursor = cursor.evolve(watermark=cursor.watermark.advance(int(change.changed_at), change.key))
         flush(final=False)
 

@@ -36,6 +36,9 @@ def build_jobs(workflow: SyncWorkflow, snapshot_key: dg.AssetKey, changes_key: d
     dname = dagster_name(workflow.name)
     tags = {SERIAL_TAG: dname}
     executor = executor_for(workflow)
+    # a batch is idempotent, so a step that failed on a transient error (S3 503, a webhook down)
+    # is simply applied again; what persists fails the run with the keys that failed
+    retry = dg.RetryPolicy(max_retries=2, delay=5, backoff=dg.Backoff.EXPONENTIAL)
     return [
         dg.define_asset_job(
             f"{dname}__snapshot_job",
@@ -43,6 +46,7 @@ def build_jobs(workflow: SyncWorkflow, snapshot_key: dg.AssetKey, changes_key: d
             partitions_def=snapshot_parts,
             tags=tags,
             executor_def=executor,
+            op_retry_policy=retry,
             description=f"Apply snapshot batches of sync workflow {workflow.name} (no batch_id: re-list the shard and catch up).",
         ),
         dg.define_asset_job(
@@ -51,6 +55,7 @@ def build_jobs(workflow: SyncWorkflow, snapshot_key: dg.AssetKey, changes_key: d
             partitions_def=changes_parts,
             tags=tags,
             executor_def=executor,
+            op_retry_policy=retry,
             description=f"Apply change batches of sync workflow {workflow.name} (no batch_id: every batch of the hour).",
         ),
     ]
