@@ -129,6 +129,10 @@ def test_tick_is_bounded_by_pages_and_resumes(tmp_path, s3, s3_server) -> None:
     assert outcome.pages == 2 and len(rig.changes(outcome)) == 6
     assert SyncCursor.from_json(rig.cursor).after == "k5"
     assert len(rig.changes(rig.tick())) == 4
+    # the time budget: a tick that is out of time after one page stops there and resumes
+    hurried = make_rig(tmp_path / "hurried", s3, s3_server, pageSize=3, tickSeconds=0.001)
+    outcome = hurried.tick()
+    assert outcome.pages == 1 and SyncCursor.from_json(hurried.cursor).after == "k2"
 
 
 def test_two_objects_in_the_watermark_second_split_across_ticks(tmp_path, s3, s3_server) -> None:

@@ -22,6 +22,7 @@ from ingest_pipelines.storage import ObjectStore
 from ingest_pipelines.sync.batches import BATCHES_PER_TICK, BatchStore, ChangeBatch, batch_id, chunk_changes, hour_key
 from ingest_pipelines.sync.changes import (
     Change,
+    ChangeDetectionError,
     EventMessage,
     PageDiff,
     bucket_is_versioned,
@@ -185,6 +186,8 @@ def run_tick(
 
     def budget_left() -> bool:
         pending_batches = len(written) + sum(len(v) for v in snapshot_open.values()) // workflow.batchSize
+        if pages == 0 and not receipts:
+            return True  # every tick makes progress, however small its budget
         return (
             pages < workflow.maxPagesPerTick
             and time.monotonic() - started < workflow.tickSeconds
@@ -211,6 +214,10 @@ def run_tick(
             continue
         if events:
             queue = getattr(source_config, "queueUrl", None)
+            if not queue:
+                raise ChangeDetectionError(
+                    f"source {source_config.name}: `changes: events` needs `queueUrl` (the SQS queue of its S3 events)"
+                )
             sqs = sqs or sqs_client(source_config)  # type: ignore[arg-type]
             messages = _receive(sqs, queue, source, workflow, started)
             receipts = [m.receipt_handle for m in messages]
