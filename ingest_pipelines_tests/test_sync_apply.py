@@ -4,6 +4,7 @@ destinations, webhook), streamed copies with metadata, folders, deletes, odd key
 from __future__ import annotations
 
 import os
+import time
 
 import pytest
 
@@ -242,3 +243,51 @@ def test_verify_reports_a_missing_object(tmp_path, buckets, s3_server) -> None:
     s3.delete_object(Bucket="dst", Key="b")
     outcome = destinations_match("wf", rig.emitted[0], rig.source, rig.destinations, rig.ledger)
     assert not outcome.passed and outcome.problems == ["b -> dst: missing"]
+
+
+def test_webhook_owed_after_a_failed_call_is_sent_by_the_rerun(tmp_path, buckets, s3_server, http_server) -> None:
+    """The changes were recorded but the POST never succeeded (or the process died before it): the
+    re-run has nothing to copy and still sends the batch's full URI list, once."""
+    s3 = buckets
+    put(s3, "src", "a")
+    put(s3, "src", "b")
+    answers = {"status": 500}
+    hook = http_server(lambda request: Response(answers["status"], b""))
+    calls: list[list[str]] = []
+
+    def flaky_post(url: str, uris: list[str], key: str) -> int:
+        calls.append(uris)
+        return post_uris(url, uris, key, attempts=1)
+
+    rig = SyncRig(
+        tmp_path,
+        s3_config(s3_server.endpoint_url, "src", "src"),
+        [s3_config(s3_server.endpoint_url, "dst", "dst")],
+        webhook=hook.url,
+        post=flaky_post,
+    )
+    rig.run_until_idle()
+    with pytest.raises(WebhookError):
+        rig.apply()
+    answers["status"] = 200
+    (batch,) = rig.emitted
+    again = rig.applier.apply(rig.batch_store.read(batch.asset, batch.partition, batch.id))
+    assert again.copied == 0 and again.webhook_status == 200
+    assert calls == [["s3://dst/a", "s3://dst/b"], ["s3://dst/a", "s3://dst/b"]]
+    rig.apply()
+    assert len(calls) == 2 and len(hook.requests) == 2
+
+
+def test_stale_temp_files_of_a_killed_writer_are_swept(tmp_path, buckets, s3_server) -> None:
+    s3 = buckets
+    put(s3, "src", "dir/a")
+    folder = tmp_path / "folder"
+    (folder / "dir").mkdir(parents=True)
+    stale, fresh = folder / "dir" / ".tmp-dead", folder / "dir" / ".tmp-busy"
+    stale.write_bytes(b"half")
+    fresh.write_bytes(b"in progress")
+    os.utime(stale, (time.time() - 3600, time.time() - 3600))
+    rig = SyncRig(tmp_path, s3_config(s3_server.endpoint_url, "src", "src"), [FilesystemStoreConfig(name="folder", path=str(folder))])
+    rig.run_until_idle()
+    rig.apply()
+    assert not stale.exists() and fresh.exists() and (folder / "dir" / "a").is_file()

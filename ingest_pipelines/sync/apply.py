@@ -10,6 +10,7 @@ import logging
 import mimetypes
 import os
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -26,10 +27,10 @@ from ingest_pipelines.sync.ledger import AppliedRow, SyncLedger
 from ingest_pipelines.sync.webhook import post_uris
 
 try:  # the record writers live in their own package (the Conduit destination)
-    from ingest_pipelines.records import ChangeRecord, is_records_destination, read_records, write_records
+    from ingest_pipelines.records import ChangeRecord, is_records_destination, read_records, record_file_key, write_records
 except ImportError:  # pragma: no cover - only while that package is absent
     ChangeRecord = None  # type: ignore[assignment,misc]
-    read_records = write_records = None  # type: ignore[assignment]
+    read_records = write_records = record_file_key = None  # type: ignore[assignment]
 
     def is_records_destination(config: StoreConfig) -> bool:
         return False
@@ -195,6 +196,10 @@ class BatchApplier:
             present = self._presence(dest, [c for c in fresh if c.operation != "delete"])
             tasks.extend((c, dest, present.get(c.key) if present is not None else None) for c in fresh)
 
+        for dest in self.destinations:
+            if isinstance(dest.config, FilesystemStoreConfig):
+                # record files live in the prefix folder, copies in the folders of their keys
+                _sweep_temp_files(dest, ["records"] if dest.records else [c.key for c in batch.changes])
         if tasks:
             with ThreadPoolExecutor(max_workers=min(self.workflow.threads, len(tasks))) as pool:
                 outcomes.extend(pool.map(lambda task: self._apply_one(*task), tasks))
@@ -226,11 +231,31 @@ class BatchApplier:
             raise SyncApplyError(
                 f"workflow {wf}: batch {batch.id}: {len(result.failures)} change(s) failed: " + "; ".join(result.failures[:10])
             )
-        if self.workflow.webhook and result.uris and not self.ledger.webhook_sent(wf, batch.id):
-            result.webhook_status = self.webhook(self.workflow.webhook, result.uris, batch.id)
-            self.ledger.record_webhook(wf, batch.id, result.webhook_status)
+        if self.workflow.webhook and not self.ledger.webhook_sent(wf, batch.id):
+            # from the ledger, not from this run: a run that died after recording its changes but
+            # before the POST leaves nothing for the re-run to do, yet the call is still owed
+            uris = self._batch_uris(batch)
+            if uris:
+                result.webhook_status = self.webhook(self.workflow.webhook, uris, batch.id)
+                self.ledger.record_webhook(wf, batch.id, result.webhook_status)
         self.ledger.mark_batch_applied(wf, batch.id)
         return result
+
+    def _batch_uris(self, batch: ChangeBatch) -> list[str]:
+        """Destination URIs of everything this batch stored or found present (record destinations:
+        the batch's record files), sorted, so a repeated call carries the same body."""
+        applied = self.ledger.applied_in_batch(self.workflow.name, batch.id)
+        deleted = {c.key for c in batch.changes if c.operation == "delete"}
+        uris: set[str] = set()
+        for dest in self.destinations:
+            mine = {key for key, name in applied if name == dest.name}
+            if not mine:
+                continue
+            if dest.records:
+                uris.update(dest.store.uri(key) for key in batch_record_files(dest, batch.id))
+            else:
+                uris.update(dest.store.uri(key) for key in mine - deleted)
+        return sorted(uris)
 
     # ------------------------------------------------------------------ presence
 
@@ -488,6 +513,23 @@ class BatchApplier:
         )
 
 
+#: a temp file untouched this long belongs to a writer that died (an active writer keeps its mtime fresh).
+STALE_TEMP_SECONDS = 60.0
+
+
+def _sweep_temp_files(dest: Destination, keys: list[str]) -> None:
+    """Remove `.tmp-*` files a killed writer left in the folders this batch writes to."""
+    now = time.time()
+    folders = {dest.store.path(key).parent for key in keys}  # type: ignore[attr-defined]
+    for folder in folders:
+        for path in folder.glob(".tmp-*") if folder.is_dir() else ():
+            try:
+                if now - path.stat().st_mtime > STALE_TEMP_SECONDS:
+                    path.unlink()
+            except OSError:
+                pass  # gone already, or not ours to remove
+
+
 def range_listing(store: Any, full_keys: list[str]) -> dict[str, dict[str, Any]] | None:
     """Bucket listing entries for the range [min(full_keys), max(full_keys)], or None when the range
     holds far more keys than asked for (then a HEAD per key is cheaper)."""
@@ -527,6 +569,11 @@ def _mtime(seconds: float) -> Any:
     return datetime.fromtimestamp(seconds, tz=UTC)
 
 
-def records_uris_for(store: ObjectStore, batch_id: str) -> list[str]:
-    """The record files of a batch in a records destination (for checks)."""
-    return [info.key for info in store.list(prefix=f"{batch_id}-")]
+def batch_record_files(dest: Destination, batch_id: str) -> list[str]:
+    """The record files of a batch in a records destination: its numbered names, probed with HEAD
+    until the first gap (no listing of a folder that grows with every batch)."""
+    fmt = getattr(dest.config, "format", "json")
+    keys = []
+    while dest.store.head(key := record_file_key(batch_id, len(keys), fmt)) is not None:
+        keys.append(key)
+    return keys

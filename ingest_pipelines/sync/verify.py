@@ -12,7 +12,7 @@ from typing import Any
 
 from ingest_pipelines.config import FilesystemStoreConfig, S3StoreConfig
 from ingest_pipelines.storage import ObjectStore
-from ingest_pipelines.sync.apply import Destination, range_listing, read_records
+from ingest_pipelines.sync.apply import Destination, batch_record_files, range_listing, read_records
 from ingest_pipelines.sync.batches import ChangeBatch
 from ingest_pipelines.sync.ledger import SyncLedger
 
@@ -96,7 +96,7 @@ def records_unique(batch: ChangeBatch, destinations: list[Destination]) -> Check
     for dest in destinations:
         if not dest.records:
             continue
-        files = [info.key for info in dest.store.list(prefix=f"{batch.id}-")]
+        files = batch_record_files(dest, batch.id)
         records = [r for key in files for r in read_records(dest.store, key)]
         checked += len(records)
         seen = Counter((r.key, r.position, r.operation) for r in records)
