@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from datetime import datetime
+
+from pydantic import Field, field_validator
 
 from ingest_pipelines.config import Duration, WorkflowConfig, register_kind
 
@@ -19,3 +21,35 @@ class SyncWorkflow(WorkflowConfig):
     #: a sensor tick stops listing after this long / this many pages and resumes next tick.
     tickSeconds: Duration = 20.0
     maxPagesPerTick: int = Field(default=50, ge=1)
+    #: keys per listing request (S3's MaxKeys; at most 1000).
+    pageSize: int = Field(default=1000, ge=1, le=1000)
+    #: SQLAlchemy URL of the ledger (applied changes, key index, scan state); default SQLite
+    #: `sync-ledger.sqlite` in the state folder (or $DAGSTER_HOME when the state is in S3).
+    ledger: str | None = None
+    #: first hour of the `changes` partitions (changes older than this count in this hour).
+    changesStart: str = "2024-01-01"
+
+    @field_validator("shards")
+    @classmethod
+    def _distinct_shards(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("a shard prefix is listed twice")
+        if any(not shard for shard in value):
+            raise ValueError("a shard prefix must not be empty (omit `shards` for one shard `all`)")
+        return value
+
+    @field_validator("changesStart")
+    @classmethod
+    def _start_date(cls, value: str) -> str:
+        try:
+            datetime.strptime(value, "%Y-%m-%d")
+        except ValueError:
+            raise ValueError(f"changesStart {value!r} must be a date YYYY-MM-DD") from None
+        return value
+
+    def shard_keys(self) -> list[str]:
+        """Partition keys of the snapshot asset: the shard prefixes, or `all`."""
+        return list(self.shards) or ["all"]
+
+    def shard_prefix(self, shard: str) -> str:
+        return "" if shard == "all" and not self.shards else shard

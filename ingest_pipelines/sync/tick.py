@@ -1,0 +1,297 @@
+"""One sensor tick of a sync workflow, without Dagster: list (or receive events), diff with the key
+index, write change batches to the state store, then commit index + cursor + batch registry at once.
+
+Order is what makes a crash safe: batches are durable before the commit; the commit is one transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from ingest_pipelines.config import S3StoreConfig
+from ingest_pipelines.positions import PositionError, SyncCursor
+from ingest_pipelines.state import StateStore
+from ingest_pipelines.storage import ObjectStore
+from ingest_pipelines.sync.batches import BATCHES_PER_TICK, BatchStore, ChangeBatch, batch_id, chunk_changes, hour_key
+from ingest_pipelines.sync.changes import (
+    Change,
+    ChangeDetectionError,
+    EventMessage,
+    PageDiff,
+    bucket_is_versioned,
+    cdc_diff,
+    dedupe_keys,
+    event_diff,
+    event_keys,
+    list_page,
+    snapshot_diff,
+)
+from ingest_pipelines.sync.config import SyncWorkflow
+from ingest_pipelines.sync.ledger import IndexEntry, SyncLedger
+
+log = logging.getLogger(__name__)
+
+#: run requests per tick stay below this (each is a Dagster run); the rest waits for the next tick.
+MAX_BATCHES_PER_TICK = 200
+
+
+@dataclass
+class TickOutcome:
+    """What the sensor turns into run requests and a cursor."""
+
+    cursor: SyncCursor
+    batches: list[ChangeBatch]
+    #: batch refs of an earlier tick whose run requests Dagster may not have recorded (sent again;
+    #: Dagster drops a run key it has seen).
+    resend: list[dict[str, str]]
+    skip_reason: str | None
+    pages: int = 0
+    messages: int = 0
+    seconds: float = 0.0
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+class _TickState:
+    """The tick's view of the key index: the ledger overlaid with what this tick has decided."""
+
+    def __init__(self, ledger: SyncLedger, workflow: str):
+        self.ledger = ledger
+        self.workflow = workflow
+        self.overlay: dict[str, IndexEntry | None] = {}
+
+    def _merge(self, found: dict[str, IndexEntry], keys: list[str] | None, after: str | None, upto: str | None) -> dict[str, IndexEntry]:
+        for key, entry in self.overlay.items():
+            if keys is not None and key not in keys:
+                continue
+            if keys is None and ((after and key <= after) or (upto is not None and key > upto)):
+                continue
+            if entry is None:
+                found.pop(key, None)
+            else:
+                found[key] = entry
+        return found
+
+    def range(self, after: str, upto: str | None) -> dict[str, IndexEntry]:
+        return self._merge(self.ledger.index_range(self.workflow, after or None, upto), None, after or None, upto)
+
+    def get(self, keys: list[str]) -> dict[str, IndexEntry]:
+        wanted = list(keys)
+        return self._merge(self.ledger.index_get(self.workflow, wanted), wanted, None, None)
+
+    def apply(self, diff: PageDiff) -> None:
+        for key in diff.deletes:
+            self.overlay[key] = None
+        for entry in diff.upserts:
+            self.overlay[entry.key] = entry
+
+    def upserts(self) -> list[IndexEntry]:
+        return [e for e in self.overlay.values() if e is not None]
+
+    def deletes(self) -> list[str]:
+        return [k for k, e in self.overlay.items() if e is None]
+
+
+def sqs_client(config: S3StoreConfig) -> Any:
+    import boto3
+
+    creds = {
+        "aws_access_key_id": config.accessKeyID.reveal() if config.accessKeyID else None,
+        "aws_secret_access_key": config.secretAccessKey.reveal() if config.secretAccessKey else None,
+        "aws_session_token": config.sessionToken.reveal() if config.sessionToken else None,
+    }
+    return boto3.session.Session().client(
+        "sqs", endpoint_url=config.endpoint_url(), region_name=config.region or "us-east-1", **{k: v for k, v in creds.items() if v}
+    )
+
+
+def run_tick(
+    workflow: SyncWorkflow,
+    source: ObjectStore,
+    state: StateStore,
+    ledger: SyncLedger,
+    dagster_cursor: str | None,
+    *,
+    sqs: Any = None,
+    clock: Callable[[], float] = time.time,
+) -> TickOutcome:
+    """Detect changes within the tick budget, write them as batches, commit, and say what to run."""
+    started = time.monotonic()
+    name = workflow.name
+    db_text, pending = ledger.load_scan(name)
+    cursor = SyncCursor.from_json(db_text) if db_text else SyncCursor(generation=secrets.token_hex(3))
+    try:
+        seen = SyncCursor.from_json(dagster_cursor) if dagster_cursor else None
+    except PositionError as exc:
+        log.warning("%s: ignoring the Dagster cursor: %s", name, exc)
+        seen = None
+    if seen is not None and seen.generation == cursor.generation and seen.tick >= cursor.tick:
+        resend: list[dict[str, str]] = []
+    else:
+        resend = list(pending)
+
+    tick = cursor.tick + 1
+    view = _TickState(ledger, name)
+    batch_store = BatchStore(state, name)
+    source_config = source.config
+    events = isinstance(source_config, S3StoreConfig) and source_config.changes == "events"
+    versioned = bucket_is_versioned(source)
+    start_hour = datetime.strptime(workflow.changesStart, "%Y-%m-%d").replace(tzinfo=UTC).timestamp()
+    written: list[ChangeBatch] = []
+    snapshot_open: dict[str, list[Change]] = {}
+    hours_open: dict[str, list[Change]] = {}
+    counts = {"snapshot": 0, "create": 0, "update": 0, "delete": 0}
+    receipts: list[str] = []
+    pages = 0
+    note = ""
+
+    def emit(asset: str, partition: str, changes: list[Change]) -> None:
+        index = len(written)
+        seq = tick * BATCHES_PER_TICK + index
+        batch = ChangeBatch(batch_id(name, cursor.generation, tick, index), name, asset, partition, seq, clock(), tuple(changes))  # type: ignore[arg-type]
+        batch_store.write(batch)  # durable before the commit below
+        written.append(batch)
+
+    def flush(final: bool) -> None:
+        for groups, asset in ((snapshot_open, "snapshot"), (hours_open, "changes")):
+            for partition in list(groups):
+                chunks = list(chunk_changes(groups[partition], workflow.batchSize))
+                if chunks and not final and len(chunks[-1]) < workflow.batchSize:
+                    groups[partition] = chunks.pop()
+                else:
+                    groups[partition] = []
+                for chunk in chunks:
+                    emit(asset, partition, chunk)
+                if not groups[partition]:
+                    del groups[partition]
+
+    def take(diff: PageDiff, asset: str, partition: str | None = None) -> None:
+        nonlocal cursor
+        view.apply(diff)
+        for change in diff.changes:
+            counts[change.operation] += 1
+            if asset == "snapshot":
+                snapshot_open.setdefault(partition or "all", []).append(change)
+            else:
+                # a LastModified ahead of our clock (skew) must not name an hour Dagster has not opened
+                hours_open.setdefault(hour_key(min(change.changed_at, clock()), start_hour), []).append(change)
+                cursor = cursor.evolve(watermark=cursor.watermark.advance(int(change.changed_at), change.key))
+        flush(final=False)
+
+    def budget_left() -> bool:
+        pending_batches = len(written) + sum(len(v) for v in snapshot_open.values()) // workflow.batchSize
+        if pages == 0 and not receipts:
+            return True  # every tick makes progress, however small its budget
+        return (
+            pages < workflow.maxPagesPerTick
+            and time.monotonic() - started < workflow.tickSeconds
+            and pending_batches < MAX_BATCHES_PER_TICK
+        )
+
+    shards = workflow.shard_keys()
+    while budget_left():
+        if cursor.mode == "snapshot":
+            if cursor.shard >= len(shards):
+                cursor = cursor.evolve(mode="cdc", after="", after_version="", shard=0)
+                note = "snapshot finished; change capture starts next tick"
+                break
+            shard = shards[cursor.shard]
+            page = list_page(source, workflow.shard_prefix(shard), cursor.after, workflow.pageSize, versioned, cursor.after_version)
+            pages += 1
+            diff, smax = snapshot_diff(page, view.get(list(page.latest)), cursor.snapshot_max)
+            take(diff, "snapshot", shard)
+            if page.more:
+                cursor = cursor.evolve(after=page.upto, after_version=page.upto_version, snapshot_max=smax)
+            else:
+                cursor = cursor.evolve(after="", after_version="", shard=cursor.shard + 1, snapshot_max=smax)
+            note = f"snapshot: shard {shard!r} resumes after {cursor.after!r}" if page.more else f"snapshot: shard {shard!r} done"
+            continue
+        if events:
+            queue = getattr(source_config, "queueUrl", None)
+            if not queue:
+                raise ChangeDetectionError(
+                    f"source {source_config.name}: `changes: events` needs `queueUrl` (the SQS queue of its S3 events)"
+                )
+            sqs = sqs or sqs_client(source_config)  # type: ignore[arg-type]
+            messages = _receive(sqs, queue, source, workflow, started)
+            receipts = [m.receipt_handle for m in messages]
+            keys = dedupe_keys(messages)
+            heads = _heads(source, keys, workflow.threads)
+            take(event_diff(heads, view.get(keys), clock()), "changes")
+            note = f"events: {len(messages)} message(s), {len(keys)} key(s)"
+            break
+        now = clock()
+        page = list_page(source, "", cursor.after, workflow.pageSize, versioned, cursor.after_version)
+        pages += 1
+        take(cdc_diff(page, view.range(cursor.after, page.upto), now - workflow.settleDelay, now), "changes")
+        if page.more:
+            cursor = cursor.evolve(after=page.upto, after_version=page.upto_version)
+            note = f"change capture: pass {cursor.passes + 1} resumes after {cursor.after!r}"
+        else:
+            cursor = cursor.evolve(after="", after_version="", passes=cursor.passes + 1)
+            note = f"change capture: pass {cursor.passes} complete"
+            break
+    flush(final=True)
+
+    cursor = cursor.evolve(tick=tick)
+    refs = [b.ref() for b in written]
+    ledger.commit_tick(name, cursor.to_json(), resend + refs, view.upserts(), view.deletes(), [b.row() for b in written])
+    if receipts:
+        _delete_messages(sqs, getattr(source_config, "queueUrl", None), receipts)
+    skip = None
+    if not written and not resend:
+        skip = f"no changes ({note or 'nothing listed'}; {pages} page(s) listed)"
+    return TickOutcome(
+        cursor=cursor,
+        batches=written,
+        resend=resend,
+        skip_reason=skip,
+        pages=pages,
+        messages=len(receipts),
+        seconds=time.monotonic() - started,
+        counts=counts,
+    )
+
+
+def _receive(sqs: Any, queue: str | None, source: ObjectStore, workflow: SyncWorkflow, started: float) -> list[EventMessage]:
+    """Receive event messages until the queue is empty or the tick's budget is used."""
+    config = source.config
+    limit = workflow.pageSize * workflow.maxPagesPerTick
+    out: list[EventMessage] = []
+    while len(out) < limit and time.monotonic() - started < workflow.tickSeconds:
+        resp = sqs.receive_message(
+            QueueUrl=queue,
+            MaxNumberOfMessages=10,
+            WaitTimeSeconds=0,
+            # invisible for longer than the tick: no other tick sees them before they are deleted
+            VisibilityTimeout=int(max(60, workflow.tickSeconds * 3)),
+        )
+        messages = resp.get("Messages", [])
+        if not messages:
+            break
+        for message in messages:
+            keys = event_keys(message.get("Body", ""), getattr(config, "bucket", ""), config.prefix)
+            out.append(EventMessage(message["ReceiptHandle"], tuple(keys)))
+    return out
+
+
+def _heads(source: ObjectStore, keys: list[str], threads: int) -> dict[str, Any]:
+    if not keys:
+        return {}
+    with ThreadPoolExecutor(max_workers=min(threads, len(keys))) as pool:
+        return dict(zip(keys, pool.map(source.head, keys), strict=True))
+
+
+def _delete_messages(sqs: Any, queue: str | None, receipts: list[str]) -> None:
+    for start in range(0, len(receipts), 10):
+        entries = [{"Id": str(i), "ReceiptHandle": handle} for i, handle in enumerate(receipts[start : start + 10])]
+        try:
+            sqs.delete_message_batch(QueueUrl=queue, Entries=entries)
+        except Exception as exc:  # redelivery is harmless: events are diffed against the index
+            log.warning("deleting %d SQS message(s) failed (they will be seen again): %s", len(entries), exc)

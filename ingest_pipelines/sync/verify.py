@@ -1,0 +1,110 @@
+"""Asset-check logic for sync partitions: does every destination match the batch (object present with
+the right size and ETag, deletes gone), and does a records destination hold each change exactly once?
+
+One listing per batch and destination, not a HEAD per object.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from ingest_pipelines.config import FilesystemStoreConfig, S3StoreConfig
+from ingest_pipelines.storage import ObjectStore
+from ingest_pipelines.sync.apply import Destination, batch_record_files, range_listing, read_records
+from ingest_pipelines.sync.batches import ChangeBatch
+from ingest_pipelines.sync.ledger import SyncLedger
+
+
+@dataclass
+class CheckOutcome:
+    passed: bool
+    description: str
+    checked: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    def metadata(self) -> dict[str, Any]:
+        return {"checked": self.checked, "problems": len(self.problems), "first_problems": "\n".join(self.problems[:20])}
+
+    def merge(self, other: CheckOutcome) -> CheckOutcome:
+        return CheckOutcome(self.passed and other.passed, self.description, self.checked + other.checked, self.problems + other.problems)
+
+
+def _full(store: Any, key: str) -> str:
+    return store.full_key(key) if hasattr(store, "full_key") else key
+
+
+def destinations_match(
+    workflow: str, batch: ChangeBatch, source: ObjectStore, destinations: list[Destination], ledger: SyncLedger
+) -> CheckOutcome:
+    """Every change of the batch is visible in every object destination, unless a later batch has
+    since brought the key further or the source itself moved on (the later batch carries it)."""
+    problems: list[str] = []
+    checked = 0
+    applied = ledger.applied_in_batch(workflow, batch.id)
+    for dest in destinations:
+        if dest.records:
+            continue
+        newer = ledger.latest_seq(workflow, dest.name, [c.key for c in batch.changes])
+        relevant = [c for c in batch.changes if newer.get(c.key, -1) <= batch.seq]
+        listing: dict[str, Any] | None = None
+        if isinstance(dest.config, S3StoreConfig):
+            listing = range_listing(dest.store, [_full(dest.store, c.key) for c in relevant])
+        for change in relevant:
+            if change.operation == "delete" and not dest.deletes:
+                continue
+            checked += 1
+            info = _lookup(dest, change.key, listing)
+            if (change.key, dest.name) not in applied:
+                if change.operation != "delete":
+                    current = source.head(change.key)
+                    if current is None or current.etag != change.etag:
+                        continue  # the source moved on before this batch ran: a later batch carries it
+                problems.append(f"{change.key} -> {dest.name}: not applied")
+                continue
+            if change.operation == "delete":
+                if info is not None:
+                    problems.append(f"{change.key} -> {dest.name}: deleted in the source but still present")
+                continue
+            if info is None:
+                problems.append(f"{change.key} -> {dest.name}: missing")
+            elif info[0] != change.size:
+                problems.append(f"{change.key} -> {dest.name}: size {info[0]} != {change.size}")
+            elif info[1] is not None and change.etag and info[1] != change.etag and "-" not in change.etag:
+                problems.append(f"{change.key} -> {dest.name}: ETag {info[1]} != {change.etag}")
+    description = f"{checked} object(s) checked in {len([d for d in destinations if not d.records])} destination(s)"
+    return CheckOutcome(not problems, description, checked, problems)
+
+
+def _lookup(dest: Destination, key: str, listing: dict[str, Any] | None) -> tuple[int, str | None] | None:
+    """(size, etag or None when the store has no content ETags) of the destination's object."""
+    if isinstance(dest.config, FilesystemStoreConfig):
+        path = dest.store.path(key)  # type: ignore[attr-defined]
+        return (path.stat().st_size, None) if path.is_file() else None
+    if listing is not None:
+        item = listing.get(_full(dest.store, key))
+        return None if item is None else (int(item.get("Size", 0)), str(item.get("ETag", "")).strip('"'))
+    info = dest.store.head(key)
+    return None if info is None else (info.size, info.etag)
+
+
+def records_unique(batch: ChangeBatch, destinations: list[Destination]) -> CheckOutcome:
+    """A records destination holds one record per change of the batch: none missing, none twice."""
+    problems: list[str] = []
+    checked = 0
+    for dest in destinations:
+        if not dest.records:
+            continue
+        files = batch_record_files(dest, batch.id)
+        records = [r for key in files for r in read_records(dest.store, key)]
+        checked += len(records)
+        seen = Counter((r.key, r.position, r.operation) for r in records)
+        for ident, count in seen.items():
+            if count > 1:
+                problems.append(f"{dest.name}: {ident[0]} ({ident[2]} at {ident[1]}) written {count} times")
+        for change in batch.changes:
+            if (change.key, change.position, change.operation) not in seen:
+                problems.append(f"{dest.name}: no record for {change.key} ({change.operation} at {change.position})")
+    description = f"{checked} record(s) read from {len([d for d in destinations if d.records])} records destination(s)"
+    return CheckOutcome(not problems, description, checked, problems)
