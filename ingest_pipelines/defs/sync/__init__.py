@@ -21,5 +21,5 @@ def build(workflow: WorkflowConfig, config: IngestConfig) -> dg.Definitions:
     snapshot_parts = snapshot_partitions(workflow)
     changes_parts = changes_partitions(workflow)
     assets = build_assets(workflow, config, snapshot_parts, changes_parts)
-    jobs = build_jobs(workflow, dg.AssetKey([dname, "snapshot"]), dg.AssetKey([dname, "changes"]), snapshot_parts, changes_parts)
+    jobs = build_jobs(workflow, config, dg.AssetKey([dname, "snapshot"]), dg.AssetKey([dname, "changes"]), snapshot_parts, changes_parts)
     return dg.Definitions(assets=assets, jobs=jobs, sensors=[build_sensor(workflow, config, jobs)])

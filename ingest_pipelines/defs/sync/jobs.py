@@ -5,37 +5,28 @@ Runs carry `ingest/serial=<dname>`: the instance runs one of them per workflow a
 
 from __future__ import annotations
 
-from typing import Any
-
 import dagster as dg
 
-from ingest_pipelines.config import dagster_name
+from ingest_pipelines.config import IngestConfig, dagster_name
+from ingest_pipelines.defs.executors import executor_for as configured_executor
 from ingest_pipelines.sync.config import SyncWorkflow
 
 SERIAL_TAG = "ingest/serial"
 BATCH_TAG = "ingest/batch_id"
 
 
-def executor_for(workflow: SyncWorkflow) -> dg.ExecutorDefinition:
-    """In-process by default (a batch run is one step: no second process); `executor:` can pick
-    `multiprocess` or `celery` (dagster-celery, with its config keys)."""
-    spec: dict[str, Any] = dict(workflow.executor or {})
-    kind = spec.pop("type", "in_process")
-    if kind == "in_process":
-        return dg.in_process_executor
-    if kind == "multiprocess":
-        return dg.multiprocess_executor.configured(spec) if spec else dg.multiprocess_executor
-    if kind == "celery":
-        from dagster_celery import celery_executor
-
-        return celery_executor.configured(spec) if spec else celery_executor
-    raise ValueError(f"workflow {workflow.name!r}: executor type {kind!r} is not one of in_process, multiprocess, celery")
+def executor_for(workflow: SyncWorkflow, config: IngestConfig) -> dg.ExecutorDefinition:
+    """In-process by default (a batch run is one step: no second process); the workflow's `executor:`,
+    else the top-level one, picks `multiprocess` or `celery` (ingest_pipelines.defs.executors)."""
+    return configured_executor(workflow, config) or dg.in_process_executor
 
 
-def build_jobs(workflow: SyncWorkflow, snapshot_key: dg.AssetKey, changes_key: dg.AssetKey, snapshot_parts, changes_parts) -> list:
+def build_jobs(
+    workflow: SyncWorkflow, config: IngestConfig, snapshot_key: dg.AssetKey, changes_key: dg.AssetKey, snapshot_parts, changes_parts
+) -> list:
     dname = dagster_name(workflow.name)
     tags = {SERIAL_TAG: dname}
-    executor = executor_for(workflow)
+    executor = executor_for(workflow, config)
     # a batch is idempotent, so a step that failed on a transient error (S3 503, a webhook down)
     # is simply applied again; what persists fails the run with the keys that failed
     retry = dg.RetryPolicy(max_retries=2, delay=5, backoff=dg.Backoff.EXPONENTIAL)
