@@ -187,6 +187,19 @@ def test_materialize_a_partition_then_rerun_resumes_the_same_import(setup, insta
     assert TOKEN not in _events(instance)
 
 
+def test_a_folder_name_too_long_for_a_file_name_still_imports(setup, instance, api, s3) -> None:
+    # the manifest of a 300-character folder cannot be named `<folder>.json` in a state folder (255-byte names)
+    folder = "é" * 150 + "x" * 150
+    s3.put_object(Bucket="drop", Key=f"incoming/{folder}/a.parquet", Body=b"a")
+    instance.add_dynamic_partitions(PARTITIONS, [folder])
+    job = setup["defs"].resolve_job_def(JOB)
+    result = job.execute_in_process(instance=instance, partition_key=folder)
+    assert result.success and result.get_asset_check_evaluations()[0].passed
+    again = job.execute_in_process(instance=instance, partition_key=folder)
+    assert again.asset_materializations_for_node(f"{NAME}__import")[0].metadata["resumed"].value is True
+    assert len(api.calls("import")) == 1
+
+
 def test_run_config_overrides_and_check_sees_a_changed_folder(setup, instance, api, s3) -> None:
     defs = setup["defs"]
     instance.add_dynamic_partitions(PARTITIONS, ["run-2"])
