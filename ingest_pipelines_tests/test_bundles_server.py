@@ -156,6 +156,12 @@ def test_get_state_404_workflow_choice_and_the_job_subcommand(s3_server, s3, tmp
     with serve(config_path, home, "--no-launch") as url:
         missing = requests.get(f"{url}/get_state", params={"job_id": 12345}, timeout=10)
         assert missing.status_code == 404 and missing.json() == {"error": "job 12345 not found"}
+        # a number no database holds is an unknown job too (was a 500 from SQLite's OverflowError)
+        huge = requests.get(f"{url}/get_state", params={"job_id": "9" * 30}, timeout=10)
+        assert huge.status_code == 404 and huge.json() == {"error": f"job {'9' * 30} not found"}
+        for bad in ("", "abc", "-1", "1.5", "\u0663"):
+            assert requests.get(f"{url}/get_state", params={"job_id": bad}, timeout=10).status_code == 400, bad
+        assert requests.get(f"{url}/ingest", timeout=10).status_code == 405
         assert requests.post(f"{url}/ingest", data=build_tar(), timeout=30).status_code == 400  # which workflow?
         assert requests.post(f"{url}/ingest", params={"workflow": "nope"}, data=b"", timeout=30).status_code == 404
         answer = requests.post(f"{url}/ingest", params={"workflow": "second"}, data=build_tar(), timeout=60).json()
@@ -179,3 +185,34 @@ def test_get_state_404_workflow_choice_and_the_job_subcommand(s3_server, s3, tmp
         assert json.loads(done.stdout)["state"] == "FAILED"
         unknown = subprocess.run([*command[:5], "999", *command[6:]], env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
         assert unknown.returncode == 1 and "job 999 not found" in unknown.stderr
+
+
+def test_body_reader_streams_the_exact_bytes_whatever_the_read_sizes() -> None:
+    import anyio
+    import anyio.to_thread
+
+    from ingest_pipelines.bundles.server import AsyncBodyReader
+
+    body = bytes(range(256)) * 4099
+    chunk_sizes = [1, 7, 65536, 3, 100_000]
+
+    async def chunks() -> Any:
+        at, index = 0, 0
+        while at < len(body):
+            size = chunk_sizes[index % len(chunk_sizes)]
+            yield body[at : at + size]
+            at, index = at + size, index + 1
+
+    async def read_all() -> tuple[bytes, int]:
+        reader = AsyncBodyReader(chunks())
+
+        def consume() -> bytes:
+            parts, sizes = [], [5, 70_000, 1, 8 * 1024 * 1024]
+            while part := reader.read(sizes[len(parts) % len(sizes)]):
+                parts.append(part)
+            return b"".join(parts) + reader.read()
+
+        return await anyio.to_thread.run_sync(consume), reader.size
+
+    data, size = anyio.run(read_all)
+    assert data == body and size == len(body)

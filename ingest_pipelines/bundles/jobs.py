@@ -150,6 +150,8 @@ class JobStore:
         return self.get(job_id)
 
     def get(self, job_id: int) -> JobState:
+        if not 0 <= int(job_id) < 2**63:  # beyond any database integer: unknown, not an OverflowError
+            raise JobNotFound(int(job_id))
         with self.engine.connect() as conn:
             row = conn.execute(sa.select(JOBS_TABLE).where(JOBS_TABLE.c.job_id == int(job_id))).first()
         if row is None:

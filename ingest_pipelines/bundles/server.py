@@ -31,33 +31,33 @@ Submit = Callable[[BundleWorkflow, int], str]
 
 class AsyncBodyReader:
     """A blocking `read()` over the request body, for boto3 running in a worker thread: it pulls chunks
-    from the event loop one at a time, so the body is never held in memory whole."""
+    from the event loop as each read asks, so the body is never held in memory whole."""
 
     def __init__(self, chunks: AsyncIterator[bytes]):
         # made on the event loop; read() runs in boto3's transfer threads, which need the loop's token
         self._token = anyio.lowlevel.current_token()
         self._chunks = chunks
-        self._buffer = b""
+        # a bytearray grows in place: `bytes += chunk` would copy the whole buffer for every 64 KiB chunk
+        self._buffer = bytearray()
         self._done = False
         self.size = 0
 
-    async def _next(self) -> bytes | None:
-        try:
-            return await self._chunks.__anext__()
-        except StopAsyncIteration:
-            return None
+    async def _fill(self, size: int) -> None:
+        # on the event loop: gather chunks until `size` bytes are buffered (one thread hop per read, not per chunk)
+        while not self._done and (size < 0 or len(self._buffer) < size):
+            try:
+                self._buffer += await self._chunks.__anext__()
+            except StopAsyncIteration:
+                self._done = True
 
     def read(self, size: int = -1) -> bytes:
-        while not self._done and (size < 0 or len(self._buffer) < size):
-            chunk = anyio.from_thread.run(self._next, token=self._token)
-            if chunk is None:
-                self._done = True
-            else:
-                self._buffer += chunk
-        if size < 0:
-            data, self._buffer = self._buffer, b""
+        if not self._done and (size < 0 or len(self._buffer) < size):
+            anyio.from_thread.run(self._fill, size, token=self._token)
+        if size < 0 or size >= len(self._buffer):
+            data, self._buffer = bytes(self._buffer), bytearray()
         else:
-            data, self._buffer = self._buffer[:size], self._buffer[size:]
+            data = bytes(self._buffer[:size])
+            del self._buffer[:size]
         self.size += len(data)
         return data
 
@@ -110,7 +110,7 @@ class FrontDoor:
             await anyio.to_thread.run_sync(upload)
         except Exception as exc:
             log.exception("job %s: upload failed", job.job_id)
-            message = f"upload failed: {exc}"
+            message = f"upload failed: {exc or type(exc).__name__}"  # ClientDisconnect has no message
             failed = await anyio.to_thread.run_sync(lambda: jobs.fail(job.job_id, TASK_UPLOADING, message))
             return JSONResponse(failed.to_api(), status_code=500)
         log.info("job %s: received %d bytes as %s", job.job_id, reader.size, key)
@@ -159,7 +159,7 @@ class FrontDoor:
 
     async def get_state(self, request: Request) -> JSONResponse:
         raw = request.query_params.get("job_id", "")
-        if not raw.isdigit():
+        if not (raw.isascii() and raw.isdigit()):  # "٣".isdigit() is true too
             raise _HTTPError(400, "job_id must be a number")
         job_id = int(raw)
         if request.query_params.get("workflow") or len(self.workflows) <= 1:
