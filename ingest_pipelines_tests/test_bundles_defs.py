@@ -150,6 +150,12 @@ def test_run_failure_sensor_marks_a_stuck_job_failed(setup: dict[str, Any], inst
     jobs: JobStore = setup["jobs"]
     job = jobs.create("pacifica-bundles", "x.tar", "e", task="ingest files")
     jobs.update(job.job_id, task_percent=40)
+    # what a killed run leaves: staged files, an unfinished multipart upload, part of a promotion
+    s3 = setup["s3"]
+    staged = f"{ARCHIVE_PREFIX}.staging/{job.job_id}/"
+    for key in (f"{staged}a.bin", f"{staged}sub/b.bin", f"{ARCHIVE_PREFIX}{job.job_id}/c.bin", f"{ARCHIVE_PREFIX}{job.job_id}0/other-job"):
+        s3.put_object(Bucket=ARCHIVE_BUCKET, Key=key, Body=b"x")
+    s3.create_multipart_upload(Bucket=ARCHIVE_BUCKET, Key=f"{staged}big.bin")
     sensor = setup["defs"].get_sensor_def("pacifica_bundles__run_failure_sensor")
     run = instance.create_run_for_job(dg.GraphDefinition("noop").to_job(), tags={"dagster/partition": str(job.job_id)})
     instance.report_run_failed(run)
@@ -162,6 +168,8 @@ def test_run_failure_sensor_marks_a_stuck_job_failed(setup: dict[str, Any], inst
     assert (failed.state, failed.task, failed.complete) == ("FAILED", "ingest files", True)
     assert run.run_id in failed.exception
     assert Path(setup["config"].path).exists()
+    assert keys(s3, ARCHIVE_BUCKET) == [f"{ARCHIVE_PREFIX}{job.job_id}0/other-job"]
+    assert s3.list_multipart_uploads(Bucket=ARCHIVE_BUCKET).get("Uploads", []) == []
 
 
 def test_demo_seed_gives_a_loadable_workflow_and_a_good_sample(s3_server, s3, tmp_path, write_config, instance) -> None:
