@@ -187,6 +187,18 @@ def test_materialize_a_partition_then_rerun_resumes_the_same_import(setup, insta
     assert TOKEN not in _events(instance)
 
 
+def test_a_second_run_of_a_folder_while_one_executes_creates_no_import(setup, instance, api) -> None:
+    instance.add_dynamic_partitions(PARTITIONS, ["run-1"])
+    executing = instance.add_run(dg.DagsterRun(job_name=JOB, status=dg.DagsterRunStatus.STARTED, tags={"dagster/partition": "run-1"}))
+    job = setup["defs"].resolve_job_def(JOB)
+    result = job.execute_in_process(instance=instance, partition_key="run-1", raise_on_error=False)
+    assert not result.success
+    assert executing.run_id in result.failure_data_for_node(f"{NAME}__import").user_failure_data.description
+    assert api.requests == []
+    instance.report_run_failed(executing)
+    assert job.execute_in_process(instance=instance, partition_key="run-1").success and len(api.calls("import")) == 1
+
+
 def test_a_folder_name_too_long_for_a_file_name_still_imports(setup, instance, api, s3) -> None:
     # the manifest of a 300-character folder cannot be named `<folder>.json` in a state folder (255-byte names)
     folder = "é" * 150 + "x" * 150

@@ -73,11 +73,13 @@ def build_run_failure_sensor(workflow: BundleWorkflow, config: IngestConfig, job
         bundle_job = jobs.find(int(partition))
         if bundle_job is None or bundle_job.complete:
             return
+        if bundle_job.run_id not in (None, context.dagster_run.run_id):
+            # another run owns the job (e.g. this one stopped because that one was executing): leave both alone
+            context.log.info(f"job {bundle_job.job_id} belongs to run {bundle_job.run_id}; not changed")
+            return
         message = context.failure_event.message or "run failed"
         jobs.fail(bundle_job.job_id, bundle_job.task, f"Dagster run {context.dagster_run.run_id} failed: {message}")
         context.log.info(f"job {bundle_job.job_id} marked FAILED at {bundle_job.task!r}")
-        if bundle_job.run_id not in (None, context.dagster_run.run_id):
-            return  # a newer run of the job owns its staging prefix now
         # a killed run could not remove its staged files itself: no half ingest stays in the archive
         destination = config_at(config.path).destination(workflow.destinations[0])
         removed = clear_job(open_store(destination), ArchiveLayout(bundle_job.job_id, workflow.stagingPrefix))
