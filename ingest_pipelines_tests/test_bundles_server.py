@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
+import pytest
 import requests
 
 from ingest_pipelines.testing import free_port
@@ -185,6 +186,17 @@ def test_get_state_404_workflow_choice_and_the_job_subcommand(s3_server, s3, tmp
         assert json.loads(done.stdout)["state"] == "FAILED"
         unknown = subprocess.run([*command[:5], "999", *command[6:]], env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
         assert unknown.returncode == 1 and "job 999 not found" in unknown.stderr
+
+
+def test_job_subcommand_refuses_bad_input_without_a_traceback(s3_server, s3, tmp_path, write_config) -> None:
+    from ingest_pipelines.cli import main
+
+    config_path = write_config(bundle_config(s3_server, s3, tmp_path))
+    base = ["job", "--config", str(config_path), "--job-id", "1"]
+    assert main([*base, "--workflow", "nope"]) == 2  # was a ConfigError traceback
+    assert main(["job", "--config", str(tmp_path / "missing.yaml"), "--job-id", "1"]) == 2
+    with pytest.raises(SystemExit):
+        main([*base, "--task-percent", "500"])
 
 
 def test_body_reader_streams_the_exact_bytes_whatever_the_read_sizes() -> None:
