@@ -265,7 +265,21 @@ def test_move_document_copies_verifies_and_removes_originals(harness: Harness) -
     assert not any(key.startswith(f"{ARCHIVE_PREFIX}{harness.job_id}/") for key in keys(harness.s3, ARCHIVE_BUCKET))
 
 
-@pytest.mark.parametrize("source", ["s3://other-bucket/x", "../outside", "/etc/passwd", "file:///etc/passwd", "http://x/y"])
+@pytest.mark.parametrize(
+    ("source", "key"),
+    [
+        ("odd dir/a #1?.dat", "odd dir/a #1?.dat"),
+        (f"s3://{DROP_BUCKET}/incoming/odd dir/a #1?.dat", "odd dir/a #1?.dat"),  # was cut at '#': 'odd dir/a '
+        (f"s3://{DROP_BUCKET}/incoming/x%20y.dat", "x%20y.dat"),
+        ("run:7/a.dat", "run:7/a.dat"),  # was refused as scheme 'run'
+        ("ünï/ç.dat", "ünï/ç.dat"),
+    ],
+)
+def test_move_sources_with_odd_characters_name_the_right_key(harness: Harness, source: str, key: str) -> None:
+    assert resolve_move_source(harness.source, source) == key
+
+
+@pytest.mark.parametrize("source", ["s3://other-bucket/x", "../outside", "/etc/passwd", "file:///etc/passwd", "http://x/y", "S3://other/x"])
 def test_move_sources_outside_the_drop_location_are_refused(harness: Harness, source: str) -> None:
     with pytest.raises(BundleError, match="outside the drop location|unsupported scheme"):
         resolve_move_source(harness.source, source)
