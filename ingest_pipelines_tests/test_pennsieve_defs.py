@@ -99,6 +99,8 @@ def test_sample_config_names(api, s3_server, tmp_path, write_config) -> None:
         ({"destinations": ["x"]}, "destination"),
         ({"apiHost": "api2.pennsieve.net"}, "apiHost must be an http"),
         ({"datasetId": None}, "datasetId"),
+        ({"propertiesFile": "/etc/props.json"}, "propertiesFile is a path inside each import folder"),
+        ({"propertiesFile": "../props.json"}, "propertiesFile is a path inside each import folder"),
     ],
 )
 def test_config_errors(api, s3_server, tmp_path, write_config, change: dict, message: str) -> None:
@@ -229,6 +231,15 @@ def test_run_config_overrides_and_check_sees_a_changed_folder(setup, instance, a
     evaluation = check_run.get_asset_check_evaluations()[0]
     assert not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.WARN
     assert "added: late.parquet" in evaluation.metadata["reason"].value
+
+
+def test_run_config_properties_file_outside_the_folder_fails_without_a_call(setup, instance, api) -> None:
+    instance.add_dynamic_partitions(PARTITIONS, ["run-2"])
+    run_config = {"ops": {f"{NAME}__import": {"config": {"properties_file": "../run-1/properties.json"}}}}
+    job = setup["defs"].resolve_job_def(JOB)
+    result = job.execute_in_process(instance=instance, partition_key="run-2", run_config=run_config, raise_on_error=False)
+    assert not result.success and api.requests == []
+    assert "must be inside the input folder" in result.failure_data_for_node(f"{NAME}__import").user_failure_data.description
 
 
 def test_failed_import_fails_the_run_with_the_reason(setup, instance, api) -> None:
