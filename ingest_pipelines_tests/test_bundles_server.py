@@ -5,6 +5,7 @@ and the `job` admin subcommand changing what GET /get_state answers."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -228,3 +229,53 @@ def test_body_reader_streams_the_exact_bytes_whatever_the_read_sizes() -> None:
 
     data, size = anyio.run(read_all)
     assert data == body and size == len(body)
+
+
+def test_kill_9_of_the_front_door_mid_upload_then_restart_fails_that_job(s3_server, s3, tmp_path, write_config) -> None:
+    import socket
+
+    from ingest_pipelines.bundles.jobs import JobStore
+
+    config_path = write_config(bundle_config(s3_server, s3, tmp_path))
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    jobs = JobStore(f"sqlite:///{tmp_path}/jobs.db")
+    port = free_port()
+    env = subprocess_env(INGEST_CONFIG=str(config_path), DAGSTER_HOME=str(home))
+    command = [sys.executable, "-m", "ingest_pipelines.cli", "serve", "--port", str(port), "--no-launch"]
+    process = subprocess.Popen(command, env=env, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        _wait(lambda: _answers(url), 120, "the front door to answer", process)
+        # a client that sends half a body and stalls: the job exists at UPLOADING when the process dies
+        client = socket.create_connection(("127.0.0.1", port))
+        client.sendall(b"POST /ingest HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n" + b"x" * 1000)
+        job = _wait(lambda: next(iter(jobs.uploading("pacifica-bundles")), None), 60, "the upload to start", process)
+        process.kill()
+        process.wait()
+        client.close()
+        assert jobs.get(job.job_id).complete is False
+        process = subprocess.Popen(command, env=env, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _wait(lambda: _answers(url), 120, "the restarted front door to answer", process)
+        state = _state(url, job.job_id)
+        assert (state["state"], state["task"], state["complete"]) == ("FAILED", "UPLOADING", True)
+        assert "stopped while receiving this upload" in state["exception"]
+        # nothing reached the drop location and nothing was archived
+        assert keys(s3, DROP_BUCKET) == [] and keys(s3, ARCHIVE_BUCKET) == []
+        # an upload in progress in a live process (this test's) is left alone
+        live = jobs.create("pacifica-bundles", origin="ingest", run_id=f"upload:{socket.gethostname()[:40]}:{os.getppid()}")
+        other_host = jobs.create("pacifica-bundles", origin="ingest", run_id="upload:elsewhere:1")
+        from ingest_pipelines.bundles.server import fail_orphaned_uploads
+
+        assert fail_orphaned_uploads(jobs, "pacifica-bundles") == []
+        assert not jobs.get(live.job_id).complete and not jobs.get(other_host.job_id).complete
+    finally:
+        process.kill()
+        process.wait()
+
+
+def _answers(url: str) -> bool:
+    try:
+        return requests.get(f"{url}/get_state", params={"job_id": 0}, timeout=2).status_code == 404
+    except requests.ConnectionError:
+        return False

@@ -4,6 +4,8 @@ GET /get_state. Uploads stream to the drop location; the run is launched through
 from __future__ import annotations
 
 import logging
+import os
+import socket
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -27,6 +29,40 @@ log = logging.getLogger(__name__)
 
 #: submit(workflow, job_id) -> run id; the Dagster layer provides it (defs/bundles/launcher.py)
 Submit = Callable[[BundleWorkflow, int], str]
+
+#: while the front door receives a job, the job's run_id names the receiving process: "upload:{host}:{pid}"
+UPLOAD_OWNER = "upload:"
+
+
+def upload_owner() -> str:
+    return f"{UPLOAD_OWNER}{socket.gethostname()[:40]}:{os.getpid()}"
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def fail_orphaned_uploads(jobs: JobStore, workflow: str) -> list[int]:
+    """Mark FAILED the jobs a front door process on this host was receiving when it died (kill -9, crash):
+    their body never fully arrived, the client got no answer and uploads again. Returns their ids."""
+    host_prefix = f"{UPLOAD_OWNER}{socket.gethostname()[:40]}:"
+    failed = []
+    for job in jobs.uploading(workflow):
+        owner = job.run_id or ""
+        pid = owner[len(host_prefix) :]
+        if not owner.startswith(host_prefix) or not pid.isdigit():
+            continue  # another host's front door, or not a front door upload
+        if int(pid) != os.getpid() and _process_alive(int(pid)):
+            continue
+        jobs.fail(job.job_id, TASK_UPLOADING, f"the front door (process {pid}) stopped while receiving this upload; upload it again")
+        failed.append(job.job_id)
+    return failed
 
 
 class AsyncBodyReader:
@@ -95,7 +131,9 @@ class FrontDoor:
     async def ingest(self, request: Request) -> JSONResponse:
         workflow = self.workflow(request)
         jobs = self.jobs(workflow)
-        job = await anyio.to_thread.run_sync(lambda: jobs.create(workflow.name, origin="ingest", task=TASK_UPLOADING))
+        job = await anyio.to_thread.run_sync(
+            lambda: jobs.create(workflow.name, origin="ingest", task=TASK_UPLOADING, run_id=upload_owner())
+        )
         key = f"{workflow.uploadPrefix}{job.job_id}.tar"
         reader = AsyncBodyReader(request.stream())
 
@@ -131,7 +169,7 @@ class FrontDoor:
         jobs = self.jobs(workflow)
 
         def store_document() -> JobState:
-            job = jobs.create(workflow.name, origin="move", task=TASK_UPLOADING)
+            job = jobs.create(workflow.name, origin="move", task=TASK_UPLOADING, run_id=upload_owner())
             key = f"{workflow.uploadPrefix}{job.job_id}{MOVE_SUFFIX}"
             jobs.update(job.job_id, source_key=key)
             store.put_bytes(key, body, content_type="application/json")
@@ -143,7 +181,7 @@ class FrontDoor:
     async def _launch(self, workflow: BundleWorkflow, jobs: JobStore, job: JobState) -> JSONResponse:
         if self.submit is None:
             # --no-launch: hand the job to the drop sensor, which requests runs for sensor jobs not yet run
-            state = await anyio.to_thread.run_sync(lambda: jobs.update(job.job_id, origin="sensor", task="open tar"))
+            state = await anyio.to_thread.run_sync(lambda: jobs.update(job.job_id, origin="sensor", task="open tar", run_id=None))
             return JSONResponse(state.to_api())
         submit = self.submit
         try:
@@ -198,6 +236,12 @@ def build_app(config: IngestConfig, submit: Submit | None) -> Starlette:
     door = FrontDoor(config, submit)
     if not door.workflows:
         raise ValueError(f"{config.path or 'ingest.yaml'}: no workflow of kind 'bundle' to serve")
+    for workflow in door.workflows.values():
+        orphaned = fail_orphaned_uploads(door.jobs(workflow), workflow.name)
+        if orphaned:
+            log.warning(
+                "workflow %s: marked FAILED %d upload(s) a stopped front door left: jobs %s", workflow.name, len(orphaned), orphaned
+            )
     routes = [
         Route("/ingest", door.ingest, methods=["POST"]),
         Route("/upload", door.ingest, methods=["POST"]),
