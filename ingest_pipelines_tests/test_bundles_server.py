@@ -164,6 +164,15 @@ def test_get_state_404_workflow_choice_and_the_job_subcommand(s3_server, s3, tmp
         for bad in ("", "abc", "-1", "1.5", "\u0663"):
             assert requests.get(f"{url}/get_state", params={"job_id": bad}, timeout=10).status_code == 400, bad
         assert requests.get(f"{url}/ingest", timeout=10).status_code == 405
+        # a move document is metadata: a huge body is refused (413), not read into memory (300 MB raised RSS by 560 MB)
+        move = f"{url}/move?workflow=second"
+        import socket
+
+        with socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1])), timeout=30) as client:
+            client.sendall(f"POST /move?workflow=second HTTP/1.1\r\nHost: x\r\nContent-Length: {10**12}\r\n\r\n[]".encode())
+            assert client.recv(1024).startswith(b"HTTP/1.1 413")
+        chunks = (b" " * (1024 * 1024) for _ in range(65))
+        assert requests.post(move, data=chunks, timeout=60).status_code == 413
         assert requests.post(f"{url}/ingest", data=build_tar(), timeout=30).status_code == 400  # which workflow?
         assert requests.post(f"{url}/ingest", params={"workflow": "nope"}, data=b"", timeout=30).status_code == 404
         answer = requests.post(f"{url}/ingest", params={"workflow": "second"}, data=build_tar(), timeout=60).json()

@@ -22,6 +22,7 @@ from ingest_pipelines.bundles.config import BundleWorkflow
 from ingest_pipelines.bundles.format import TASK_UPLOADING, BundleError, parse_metadata
 from ingest_pipelines.bundles.ingest import MOVE_SUFFIX, resolve_move_source
 from ingest_pipelines.bundles.jobs import JobNotFound, JobState, JobStore
+from ingest_pipelines.bundles.validator import MAX_METADATA_BYTES
 from ingest_pipelines.config import IngestConfig
 from ingest_pipelines.storage import open_store
 
@@ -156,7 +157,7 @@ class FrontDoor:
 
     async def move(self, request: Request) -> JSONResponse:
         workflow = self.workflow(request)
-        body = await request.body()
+        body = await _bounded_body(request, MAX_METADATA_BYTES)
         try:
             metadata = parse_metadata(body)
             store = self.source(workflow)
@@ -217,6 +218,20 @@ class FrontDoor:
             if job.workflow in self.workflows:
                 return JSONResponse(job.to_api())
         raise _HTTPError(404, f"job {job_id} not found")
+
+
+async def _bounded_body(request: Request, limit: int) -> bytes:
+    """The whole body of a small document (a move document is metadata): more than `limit` bytes is a 413,
+    found from Content-Length or while reading, so a huge body is never held in memory."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise _HTTPError(413, f"body of {declared} bytes is larger than {limit}")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise _HTTPError(413, f"body is larger than {limit} bytes")
+    return bytes(body)
 
 
 class _HTTPError(Exception):
