@@ -135,8 +135,14 @@ def test_sensor_adds_a_partition_per_settled_folder(setup, instance, s3) -> None
     second = _tick(defs, instance, first.cursor)
     assert second.run_requests == [] and second.skip_message
 
+    # a folder made in the S3 console first holds only its marker: not ready (it became an empty import, and the
+    # files uploaded after it were never imported)
+    s3.put_object(Bucket="drop", Key="incoming/run-3/", Body=b"")
+    s3.put_object(Bucket="drop", Key="incoming/run-3/sub/", Body=b"")
+    markers_only = _tick(defs, instance, second.cursor)
+    assert markers_only.run_requests == []
     s3.put_object(Bucket="drop", Key="incoming/run-3/d.parquet", Body=b"d")
-    third = _tick(defs, instance, second.cursor)
+    third = _tick(defs, instance, markers_only.cursor)
     assert [r.partition_key for r in third.run_requests] == ["run-3"]
 
 

@@ -161,7 +161,8 @@ def folder_readiness(store: ObjectStore, folder: str, properties_file: str | Non
     files = total = 0
     newest: datetime | None = None
     for info in store.list(inputs.folder):
-        if info.key == skip:
+        # folder markers ("x/", what the S3 console's "Create folder" writes) are not files, as in files()
+        if info.key == skip or info.key.endswith("/"):
             continue
         files += 1
         total += info.size
