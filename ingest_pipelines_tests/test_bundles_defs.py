@@ -131,6 +131,39 @@ def test_a_rejected_bundle_fails_the_run_and_the_job(setup: dict[str, Any], inst
     assert keys(setup["s3"], ARCHIVE_BUCKET) == []
 
 
+def test_a_second_run_of_a_job_while_one_executes_stops_and_changes_nothing(setup: dict[str, Any], instance: dg.DagsterInstance) -> None:
+    # two runs of one job would clear each other's staging (seen live: run SUCCESS, job FAILED, archive complete)
+    setup["s3"].put_object(Bucket=DROP_BUCKET, Key="incoming/good.tar", Body=build_tar())
+    partition = _tick(setup, instance).run_requests[0].partition_key
+    instance.add_dynamic_partitions(PARTITIONS, [partition])
+    executing = instance.add_run(dg.DagsterRun(job_name=JOB, status=dg.DagsterRunStatus.STARTED, tags={"dagster/partition": partition}))
+    jobs: JobStore = setup["jobs"]
+    jobs.update(int(partition), task="ingest files", task_percent=30, run_id=executing.run_id)
+    staged = f"{ARCHIVE_PREFIX}.staging/{partition}/mywork/project/proposal.doc"
+    setup["s3"].put_object(Bucket=ARCHIVE_BUCKET, Key=staged, Body=b"staged by the executing run")
+    run = _materialize(setup, instance, partition)
+    assert not run.success
+    failure = run.failure_data_for_node("pacifica_bundles__bundle")
+    assert f"being processed by run {executing.run_id}" in failure.user_failure_data.description
+    job = jobs.get(int(partition))
+    assert (job.state, job.task, job.task_percent, job.run_id) == ("OK", "ingest files", 30.0, executing.run_id)
+    assert keys(setup["s3"], ARCHIVE_BUCKET) == [staged]
+    # the run failure sensor leaves a job that another run owns alone
+    sensor = setup["defs"].get_sensor_def("pacifica_bundles__run_failure_sensor")
+    failed = instance.get_run_by_id(run.run_id)
+    records = instance.get_records_for_run(run.run_id).records
+    event = next(r for r in records if r.event_log_entry.dagster_event and r.event_log_entry.dagster_event.is_run_failure)
+    sensor(
+        dg.build_run_status_sensor_context(
+            sensor_name=sensor.name, dagster_event=event.event_log_entry.dagster_event, dagster_instance=instance, dagster_run=failed
+        ).for_run_failure()
+    )
+    assert jobs.get(int(partition)).state == "OK" and keys(setup["s3"], ARCHIVE_BUCKET) == [staged]
+    # once that run is over, the partition runs again
+    instance.report_run_failed(executing)
+    assert _materialize(setup, instance, partition).success and jobs.get(int(partition)).complete
+
+
 def test_check_fails_when_the_archive_was_tampered_with(setup: dict[str, Any], instance: dg.DagsterInstance) -> None:
     setup["s3"].put_object(Bucket=DROP_BUCKET, Key="incoming/good.tar", Body=build_tar())
     partition = _tick(setup, instance).run_requests[0].partition_key
@@ -150,6 +183,12 @@ def test_run_failure_sensor_marks_a_stuck_job_failed(setup: dict[str, Any], inst
     jobs: JobStore = setup["jobs"]
     job = jobs.create("pacifica-bundles", "x.tar", "e", task="ingest files")
     jobs.update(job.job_id, task_percent=40)
+    # what a killed run leaves: staged files, an unfinished multipart upload, part of a promotion
+    s3 = setup["s3"]
+    staged = f"{ARCHIVE_PREFIX}.staging/{job.job_id}/"
+    for key in (f"{staged}a.bin", f"{staged}sub/b.bin", f"{ARCHIVE_PREFIX}{job.job_id}/c.bin", f"{ARCHIVE_PREFIX}{job.job_id}0/other-job"):
+        s3.put_object(Bucket=ARCHIVE_BUCKET, Key=key, Body=b"x")
+    s3.create_multipart_upload(Bucket=ARCHIVE_BUCKET, Key=f"{staged}big.bin")
     sensor = setup["defs"].get_sensor_def("pacifica_bundles__run_failure_sensor")
     run = instance.create_run_for_job(dg.GraphDefinition("noop").to_job(), tags={"dagster/partition": str(job.job_id)})
     instance.report_run_failed(run)
@@ -162,6 +201,8 @@ def test_run_failure_sensor_marks_a_stuck_job_failed(setup: dict[str, Any], inst
     assert (failed.state, failed.task, failed.complete) == ("FAILED", "ingest files", True)
     assert run.run_id in failed.exception
     assert Path(setup["config"].path).exists()
+    assert keys(s3, ARCHIVE_BUCKET) == [f"{ARCHIVE_PREFIX}{job.job_id}0/other-job"]
+    assert s3.list_multipart_uploads(Bucket=ARCHIVE_BUCKET).get("Uploads", []) == []
 
 
 def test_demo_seed_gives_a_loadable_workflow_and_a_good_sample(s3_server, s3, tmp_path, write_config, instance) -> None:

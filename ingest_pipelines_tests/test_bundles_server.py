@@ -5,6 +5,7 @@ and the `job` admin subcommand changing what GET /get_state answers."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
+import pytest
 import requests
 
 from ingest_pipelines.testing import free_port
@@ -156,6 +158,21 @@ def test_get_state_404_workflow_choice_and_the_job_subcommand(s3_server, s3, tmp
     with serve(config_path, home, "--no-launch") as url:
         missing = requests.get(f"{url}/get_state", params={"job_id": 12345}, timeout=10)
         assert missing.status_code == 404 and missing.json() == {"error": "job 12345 not found"}
+        # a number no database holds is an unknown job too (was a 500 from SQLite's OverflowError)
+        huge = requests.get(f"{url}/get_state", params={"job_id": "9" * 30}, timeout=10)
+        assert huge.status_code == 404 and huge.json() == {"error": f"job {'9' * 30} not found"}
+        for bad in ("", "abc", "-1", "1.5", "\u0663"):
+            assert requests.get(f"{url}/get_state", params={"job_id": bad}, timeout=10).status_code == 400, bad
+        assert requests.get(f"{url}/ingest", timeout=10).status_code == 405
+        # a move document is metadata: a huge body is refused (413), not read into memory (300 MB raised RSS by 560 MB)
+        move = f"{url}/move?workflow=second"
+        import socket
+
+        with socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1])), timeout=30) as client:
+            client.sendall(f"POST /move?workflow=second HTTP/1.1\r\nHost: x\r\nContent-Length: {10**12}\r\n\r\n[]".encode())
+            assert client.recv(1024).startswith(b"HTTP/1.1 413")
+        chunks = (b" " * (1024 * 1024) for _ in range(65))
+        assert requests.post(move, data=chunks, timeout=60).status_code == 413
         assert requests.post(f"{url}/ingest", data=build_tar(), timeout=30).status_code == 400  # which workflow?
         assert requests.post(f"{url}/ingest", params={"workflow": "nope"}, data=b"", timeout=30).status_code == 404
         answer = requests.post(f"{url}/ingest", params={"workflow": "second"}, data=build_tar(), timeout=60).json()
@@ -179,3 +196,95 @@ def test_get_state_404_workflow_choice_and_the_job_subcommand(s3_server, s3, tmp
         assert json.loads(done.stdout)["state"] == "FAILED"
         unknown = subprocess.run([*command[:5], "999", *command[6:]], env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
         assert unknown.returncode == 1 and "job 999 not found" in unknown.stderr
+
+
+def test_job_subcommand_refuses_bad_input_without_a_traceback(s3_server, s3, tmp_path, write_config) -> None:
+    from ingest_pipelines.cli import main
+
+    config_path = write_config(bundle_config(s3_server, s3, tmp_path))
+    base = ["job", "--config", str(config_path), "--job-id", "1"]
+    assert main([*base, "--workflow", "nope"]) == 2  # was a ConfigError traceback
+    assert main(["job", "--config", str(tmp_path / "missing.yaml"), "--job-id", "1"]) == 2
+    with pytest.raises(SystemExit):
+        main([*base, "--task-percent", "500"])
+
+
+def test_body_reader_streams_the_exact_bytes_whatever_the_read_sizes() -> None:
+    import anyio
+    import anyio.to_thread
+
+    from ingest_pipelines.bundles.server import AsyncBodyReader
+
+    body = bytes(range(256)) * 4099
+    chunk_sizes = [1, 7, 65536, 3, 100_000]
+
+    async def chunks() -> Any:
+        at, index = 0, 0
+        while at < len(body):
+            size = chunk_sizes[index % len(chunk_sizes)]
+            yield body[at : at + size]
+            at, index = at + size, index + 1
+
+    async def read_all() -> tuple[bytes, int]:
+        reader = AsyncBodyReader(chunks())
+
+        def consume() -> bytes:
+            parts, sizes = [], [5, 70_000, 1, 8 * 1024 * 1024]
+            while part := reader.read(sizes[len(parts) % len(sizes)]):
+                parts.append(part)
+            return b"".join(parts) + reader.read()
+
+        return await anyio.to_thread.run_sync(consume), reader.size
+
+    data, size = anyio.run(read_all)
+    assert data == body and size == len(body)
+
+
+def test_kill_9_of_the_front_door_mid_upload_then_restart_fails_that_job(s3_server, s3, tmp_path, write_config) -> None:
+    import socket
+
+    from ingest_pipelines.bundles.jobs import JobStore
+
+    config_path = write_config(bundle_config(s3_server, s3, tmp_path))
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    jobs = JobStore(f"sqlite:///{tmp_path}/jobs.db")
+    port = free_port()
+    env = subprocess_env(INGEST_CONFIG=str(config_path), DAGSTER_HOME=str(home))
+    command = [sys.executable, "-m", "ingest_pipelines.cli", "serve", "--port", str(port), "--no-launch"]
+    process = subprocess.Popen(command, env=env, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        _wait(lambda: _answers(url), 120, "the front door to answer", process)
+        # a client that sends half a body and stalls: the job exists at UPLOADING when the process dies
+        client = socket.create_connection(("127.0.0.1", port))
+        client.sendall(b"POST /ingest HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n" + b"x" * 1000)
+        job = _wait(lambda: next(iter(jobs.uploading("pacifica-bundles")), None), 60, "the upload to start", process)
+        process.kill()
+        process.wait()
+        client.close()
+        assert jobs.get(job.job_id).complete is False
+        process = subprocess.Popen(command, env=env, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _wait(lambda: _answers(url), 120, "the restarted front door to answer", process)
+        state = _state(url, job.job_id)
+        assert (state["state"], state["task"], state["complete"]) == ("FAILED", "UPLOADING", True)
+        assert "stopped while receiving this upload" in state["exception"]
+        # nothing reached the drop location and nothing was archived
+        assert keys(s3, DROP_BUCKET) == [] and keys(s3, ARCHIVE_BUCKET) == []
+        # an upload in progress in a live process (this test's) is left alone
+        live = jobs.create("pacifica-bundles", origin="ingest", run_id=f"upload:{socket.gethostname()[:40]}:{os.getppid()}")
+        other_host = jobs.create("pacifica-bundles", origin="ingest", run_id="upload:elsewhere:1")
+        from ingest_pipelines.bundles.server import fail_orphaned_uploads
+
+        assert fail_orphaned_uploads(jobs, "pacifica-bundles") == []
+        assert not jobs.get(live.job_id).complete and not jobs.get(other_host.job_id).complete
+    finally:
+        process.kill()
+        process.wait()
+
+
+def _answers(url: str) -> bool:
+    try:
+        return requests.get(f"{url}/get_state", params={"job_id": 0}, timeout=2).status_code == 404
+    except requests.ConnectionError:
+        return False

@@ -114,6 +114,7 @@ def test_size_mismatch_fails_at_ingest_files(harness: Harness) -> None:
         (b'{"destinationTable": "Files"}', "must be a JSON list"),
         (b'[{"destinationTable": "Files", "name": "a"}]', "missing 'size'"),
         (b'[{"destinationTable": "Files", "name": "a", "size": 1, "hashsum": "x", "hashtype": "nohash"}]', "unknown hashtype"),
+        (b'[{"destinationTable": "Files", "name": "a", "size": 1, "hashsum": "x", "hashtype": "shake_128"}]', "unsupported hashtype"),
     ],
 )
 def test_bad_metadata_fails_at_load_metadata(harness: Harness, raw: bytes, match: str) -> None:
@@ -139,6 +140,18 @@ def test_not_a_tar_fails_at_open_tar(harness: Harness, data: bytes) -> None:
 def test_truncated_tar_is_rejected(harness: Harness) -> None:
     tar = build_tar({"big.bin": b"z" * 100_000})
     harness.fail(tar[:60_000], "ingest files", "truncated or corrupt")
+
+
+def test_truncated_gzip_inside_metadata_txt_is_a_bundle_error(harness: Harness) -> None:
+    # metadata.txt last, the gzip stream cut inside it: a rejection at "load metadata", not a ReadError
+    tar = build_tar(compress=True, metadata_first=False)
+    harness.fail(tar[: len(tar) // 2], "load metadata", "metadata.txt: bundle is truncated or corrupt")
+
+
+def test_truncated_large_member_streamed_to_s3_is_rejected(harness: Harness) -> None:
+    # above SMALL_MEMBER the member streams through boto3's multipart upload, which must not hide the tar error
+    tar = build_tar({"big.bin": b"z" * (9 * 1024 * 1024)}, compress=True)
+    harness.fail(tar[: len(tar) * 3 // 4], "ingest files", "truncated or corrupt")
 
 
 def test_listed_file_missing_from_the_tar(harness: Harness) -> None:
@@ -252,7 +265,21 @@ def test_move_document_copies_verifies_and_removes_originals(harness: Harness) -
     assert not any(key.startswith(f"{ARCHIVE_PREFIX}{harness.job_id}/") for key in keys(harness.s3, ARCHIVE_BUCKET))
 
 
-@pytest.mark.parametrize("source", ["s3://other-bucket/x", "../outside", "/etc/passwd", "file:///etc/passwd", "http://x/y"])
+@pytest.mark.parametrize(
+    ("source", "key"),
+    [
+        ("odd dir/a #1?.dat", "odd dir/a #1?.dat"),
+        (f"s3://{DROP_BUCKET}/incoming/odd dir/a #1?.dat", "odd dir/a #1?.dat"),  # was cut at '#': 'odd dir/a '
+        (f"s3://{DROP_BUCKET}/incoming/x%20y.dat", "x%20y.dat"),
+        ("run:7/a.dat", "run:7/a.dat"),  # was refused as scheme 'run'
+        ("ünï/ç.dat", "ünï/ç.dat"),
+    ],
+)
+def test_move_sources_with_odd_characters_name_the_right_key(harness: Harness, source: str, key: str) -> None:
+    assert resolve_move_source(harness.source, source) == key
+
+
+@pytest.mark.parametrize("source", ["s3://other-bucket/x", "../outside", "/etc/passwd", "file:///etc/passwd", "http://x/y", "S3://other/x"])
 def test_move_sources_outside_the_drop_location_are_refused(harness: Harness, source: str) -> None:
     with pytest.raises(BundleError, match="outside the drop location|unsupported scheme"):
         resolve_move_source(harness.source, source)

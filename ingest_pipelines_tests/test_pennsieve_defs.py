@@ -99,6 +99,8 @@ def test_sample_config_names(api, s3_server, tmp_path, write_config) -> None:
         ({"destinations": ["x"]}, "destination"),
         ({"apiHost": "api2.pennsieve.net"}, "apiHost must be an http"),
         ({"datasetId": None}, "datasetId"),
+        ({"propertiesFile": "/etc/props.json"}, "propertiesFile is a path inside each import folder"),
+        ({"propertiesFile": "../props.json"}, "propertiesFile is a path inside each import folder"),
     ],
 )
 def test_config_errors(api, s3_server, tmp_path, write_config, change: dict, message: str) -> None:
@@ -133,8 +135,14 @@ def test_sensor_adds_a_partition_per_settled_folder(setup, instance, s3) -> None
     second = _tick(defs, instance, first.cursor)
     assert second.run_requests == [] and second.skip_message
 
+    # a folder made in the S3 console first holds only its marker: not ready (it became an empty import, and the
+    # files uploaded after it were never imported)
+    s3.put_object(Bucket="drop", Key="incoming/run-3/", Body=b"")
+    s3.put_object(Bucket="drop", Key="incoming/run-3/sub/", Body=b"")
+    markers_only = _tick(defs, instance, second.cursor)
+    assert markers_only.run_requests == []
     s3.put_object(Bucket="drop", Key="incoming/run-3/d.parquet", Body=b"d")
-    third = _tick(defs, instance, second.cursor)
+    third = _tick(defs, instance, markers_only.cursor)
     assert [r.partition_key for r in third.run_requests] == ["run-3"]
 
 
@@ -187,6 +195,31 @@ def test_materialize_a_partition_then_rerun_resumes_the_same_import(setup, insta
     assert TOKEN not in _events(instance)
 
 
+def test_a_second_run_of_a_folder_while_one_executes_creates_no_import(setup, instance, api) -> None:
+    instance.add_dynamic_partitions(PARTITIONS, ["run-1"])
+    executing = instance.add_run(dg.DagsterRun(job_name=JOB, status=dg.DagsterRunStatus.STARTED, tags={"dagster/partition": "run-1"}))
+    job = setup["defs"].resolve_job_def(JOB)
+    result = job.execute_in_process(instance=instance, partition_key="run-1", raise_on_error=False)
+    assert not result.success
+    assert executing.run_id in result.failure_data_for_node(f"{NAME}__import").user_failure_data.description
+    assert api.requests == []
+    instance.report_run_failed(executing)
+    assert job.execute_in_process(instance=instance, partition_key="run-1").success and len(api.calls("import")) == 1
+
+
+def test_a_folder_name_too_long_for_a_file_name_still_imports(setup, instance, api, s3) -> None:
+    # the manifest of a 300-character folder cannot be named `<folder>.json` in a state folder (255-byte names)
+    folder = "é" * 150 + "x" * 150
+    s3.put_object(Bucket="drop", Key=f"incoming/{folder}/a.parquet", Body=b"a")
+    instance.add_dynamic_partitions(PARTITIONS, [folder])
+    job = setup["defs"].resolve_job_def(JOB)
+    result = job.execute_in_process(instance=instance, partition_key=folder)
+    assert result.success and result.get_asset_check_evaluations()[0].passed
+    again = job.execute_in_process(instance=instance, partition_key=folder)
+    assert again.asset_materializations_for_node(f"{NAME}__import")[0].metadata["resumed"].value is True
+    assert len(api.calls("import")) == 1
+
+
 def test_run_config_overrides_and_check_sees_a_changed_folder(setup, instance, api, s3) -> None:
     defs = setup["defs"]
     instance.add_dynamic_partitions(PARTITIONS, ["run-2"])
@@ -204,6 +237,15 @@ def test_run_config_overrides_and_check_sees_a_changed_folder(setup, instance, a
     evaluation = check_run.get_asset_check_evaluations()[0]
     assert not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.WARN
     assert "added: late.parquet" in evaluation.metadata["reason"].value
+
+
+def test_run_config_properties_file_outside_the_folder_fails_without_a_call(setup, instance, api) -> None:
+    instance.add_dynamic_partitions(PARTITIONS, ["run-2"])
+    run_config = {"ops": {f"{NAME}__import": {"config": {"properties_file": "../run-1/properties.json"}}}}
+    job = setup["defs"].resolve_job_def(JOB)
+    result = job.execute_in_process(instance=instance, partition_key="run-2", run_config=run_config, raise_on_error=False)
+    assert not result.success and api.requests == []
+    assert "must be inside the input folder" in result.failure_data_for_node(f"{NAME}__import").user_failure_data.description
 
 
 def test_failed_import_fails_the_run_with_the_reason(setup, instance, api) -> None:

@@ -180,6 +180,16 @@ def test_invalid_properties_file_is_an_error_before_any_request(api, target_env)
     assert api.requests == []
 
 
+@pytest.mark.parametrize("name", ["../secret.json", "{outside}"])
+def test_properties_file_outside_the_input_is_refused_before_any_request(api, target_env, tmp_path, name: str) -> None:
+    # it was read from the local disk and sent to Pennsieve as options.properties
+    write(Path(target_env["INPUT_DIR"]), "a.parquet", b"data")
+    write(tmp_path, "secret.json", json.dumps({"password": "hunter2"}).encode())
+    with pytest.raises(ImportInputError, match="must be inside the input folder"):
+        run_target({**target_env, "ASSET_PROPERTIES_FILE": name.format(outside=tmp_path / "secret.json")}, retry=FAST)
+    assert api.requests == []
+
+
 def test_import_post_500_fails_and_uploads_nothing(api, target_env, s3) -> None:
     write(Path(target_env["INPUT_DIR"]), "a.parquet", b"data")
     api.fail("import", 500, times=10, body={"message": "boom"})

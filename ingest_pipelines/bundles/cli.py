@@ -26,13 +26,28 @@ def _bundle_workflows(config: IngestConfig, name: str | None) -> list[BundleWork
     return workflows
 
 
+def _config_error(exc: ConfigError) -> int:
+    print(f"ingest-pipelines: error: {exc}", file=sys.stderr)
+    return 2
+
+
+def _task_percent(value: str) -> float:
+    percent = float(value)
+    if not 0.0 <= percent <= 100.0:
+        raise argparse.ArgumentTypeError(f"{value!r} is not between 0 and 100")
+    return percent
+
+
 def run_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from ingest_pipelines.bundles.server import build_app
 
-    config = load_config(args.config)
-    _bundle_workflows(config, None)
+    try:
+        config = load_config(args.config)
+        _bundle_workflows(config, None)
+    except ConfigError as exc:
+        return _config_error(exc)
     if args.no_launch:
         app = build_app(config, None)
         uvicorn.run(app, host=args.host, port=args.port, log_level="info")
@@ -47,13 +62,16 @@ def run_serve(args: argparse.Namespace) -> int:
 
 
 def run_job_command(args: argparse.Namespace) -> int:
-    config = load_config(args.config)
     fields: dict[str, object] = {}
     for option, field in (("state", "state"), ("task", "task"), ("task_percent", "task_percent"), ("exception", "exception")):
         value = getattr(args, option)
         if value is not None:
             fields[field] = value
-    urls = dict.fromkeys(w.jobs_url(config) for w in _bundle_workflows(config, args.workflow))
+    try:
+        config = load_config(args.config)
+        urls = dict.fromkeys(w.jobs_url(config) for w in _bundle_workflows(config, args.workflow))
+    except ConfigError as exc:
+        return _config_error(exc)
     for url in urls:
         store = JobStore(url)
         if store.find(args.job_id) is None:
@@ -80,7 +98,7 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     job.add_argument("--job-id", type=int, required=True)
     job.add_argument("--state", choices=STATES)
     job.add_argument("--task", help="task name, e.g. 'ingest files'")
-    job.add_argument("--task-percent", type=float)
+    job.add_argument("--task-percent", type=_task_percent, help="0 to 100")
     job.add_argument("--exception", help="the message shown in the job state")
     job.add_argument("--workflow", default=None, help="the bundle workflow (default: every bundle workflow's job store)")
     job.add_argument("--config", default=None, help="ingest.yaml (default $INGEST_CONFIG, else ./ingest.yaml)")

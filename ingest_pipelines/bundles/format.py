@@ -96,6 +96,9 @@ def parse_file_entry(index: int, entry: dict[str, Any], task: str = TASK_LOAD_ME
     hashtype = str(entry["hashtype"]).lower()
     if hashtype not in hashlib.algorithms_available:
         raise BundleError(task, _entry_error(index, entry, f"unknown hashtype {entry['hashtype']!r}"))
+    if hashlib.new(hashtype).digest_size == 0:
+        # shake_128/shake_256 have no fixed digest: a hashsum of any length could not be checked
+        raise BundleError(task, _entry_error(index, entry, f"unsupported hashtype {entry['hashtype']!r} (variable-length digest)"))
     hashsum = str(entry["hashsum"]).strip().lower()
     # uploaders write "sha1:abcd..."; the prefix repeats the hashtype
     if hashsum.startswith(hashtype + ":"):

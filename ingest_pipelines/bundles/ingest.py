@@ -43,22 +43,24 @@ def resolve_move_source(store: ObjectStore, source: str) -> str:
     drop bucket and prefix, or a path / file:// URI inside the drop folder. Anything else is refused."""
     config = store.config
     prefix = config.prefix
-    parts = urlsplit(source)
-    if parts.scheme == "s3":
-        if not isinstance(config, S3StoreConfig) or parts.netloc != config.bucket:
+    scheme = source.split("://", 1)[0].lower() if "://" in source else ""
+    if scheme == "s3":
+        # the key is everything after the bucket, taken literally (as the AWS CLI does): '#', '?', '%' are key characters
+        bucket, _, full = source[len("s3://") :].partition("/")
+        if not isinstance(config, S3StoreConfig) or bucket != config.bucket:
             raise BundleError(TASK_MOVE_FILES, f"source {source!r} is outside the drop location {store.uri()}")
-        full = parts.path.lstrip("/")
-    elif parts.scheme == "file" or source.startswith("/"):
+    elif scheme == "file" or source.startswith("/"):
         if not isinstance(config, FilesystemStoreConfig):
             raise BundleError(TASK_MOVE_FILES, f"source {source!r} is outside the drop location {store.uri()}")
-        path = Path(unquote(parts.path) if parts.scheme == "file" else source).resolve()
+        path = Path(unquote(urlsplit(source).path) if scheme == "file" else source).resolve()
         root = Path(config.path).resolve()
         if root not in path.parents:
             raise BundleError(TASK_MOVE_FILES, f"source {source!r} is outside the drop location {store.uri()}")
         full = path.relative_to(root).as_posix()
-    elif parts.scheme:
-        raise BundleError(TASK_MOVE_FILES, f"source {source!r}: unsupported scheme {parts.scheme!r}")
+    elif scheme:
+        raise BundleError(TASK_MOVE_FILES, f"source {source!r}: unsupported scheme {scheme!r}")
     else:
+        # a key relative to the drop prefix; a ':' in it ("run:7/a.dat") is a key character, not a scheme
         full = prefix + source
     safe = safe_relative_path(full)
     if safe is None or not safe.startswith(prefix):

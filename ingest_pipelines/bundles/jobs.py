@@ -128,6 +128,7 @@ class JobStore:
         source_etag: str | None = None,
         origin: str = "sensor",
         task: str = TASK_UPLOADING,
+        run_id: str | None = None,
     ) -> JobState:
         now = _now()
         with self.engine.begin() as conn:
@@ -144,12 +145,15 @@ class JobStore:
                     source_key=source_key,
                     source_etag=source_etag,
                     origin=origin,
+                    run_id=run_id,
                 )
             )
             job_id = int(result.inserted_primary_key[0])
         return self.get(job_id)
 
     def get(self, job_id: int) -> JobState:
+        if not 0 <= int(job_id) < 2**63:  # beyond any database integer: unknown, not an OverflowError
+            raise JobNotFound(int(job_id))
         with self.engine.connect() as conn:
             row = conn.execute(sa.select(JOBS_TABLE).where(JOBS_TABLE.c.job_id == int(job_id))).first()
         if row is None:
@@ -169,6 +173,16 @@ class JobStore:
                 sa.select(JOBS_TABLE)
                 .where(JOBS_TABLE.c.workflow == workflow, JOBS_TABLE.c.source_key == source_key)
                 .order_by(JOBS_TABLE.c.job_id.desc())
+            ).all()
+        return [self._row(row) for row in rows]
+
+    def uploading(self, workflow: str) -> list[JobState]:
+        """Jobs of a workflow still at UPLOADING (the front door is receiving them, or died doing so)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(JOBS_TABLE).where(
+                    JOBS_TABLE.c.workflow == workflow, JOBS_TABLE.c.task == TASK_UPLOADING, JOBS_TABLE.c.complete.is_(False)
+                )
             ).all()
         return [self._row(row) for row in rows]
 

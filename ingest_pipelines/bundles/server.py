@@ -4,6 +4,8 @@ GET /get_state. Uploads stream to the drop location; the run is launched through
 from __future__ import annotations
 
 import logging
+import os
+import socket
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -20,6 +22,7 @@ from ingest_pipelines.bundles.config import BundleWorkflow
 from ingest_pipelines.bundles.format import TASK_UPLOADING, BundleError, parse_metadata
 from ingest_pipelines.bundles.ingest import MOVE_SUFFIX, resolve_move_source
 from ingest_pipelines.bundles.jobs import JobNotFound, JobState, JobStore
+from ingest_pipelines.bundles.validator import MAX_METADATA_BYTES
 from ingest_pipelines.config import IngestConfig
 from ingest_pipelines.storage import open_store
 
@@ -28,36 +31,70 @@ log = logging.getLogger(__name__)
 #: submit(workflow, job_id) -> run id; the Dagster layer provides it (defs/bundles/launcher.py)
 Submit = Callable[[BundleWorkflow, int], str]
 
+#: while the front door receives a job, the job's run_id names the receiving process: "upload:{host}:{pid}"
+UPLOAD_OWNER = "upload:"
+
+
+def upload_owner() -> str:
+    return f"{UPLOAD_OWNER}{socket.gethostname()[:40]}:{os.getpid()}"
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def fail_orphaned_uploads(jobs: JobStore, workflow: str) -> list[int]:
+    """Mark FAILED the jobs a front door process on this host was receiving when it died (kill -9, crash):
+    their body never fully arrived, the client got no answer and uploads again. Returns their ids."""
+    host_prefix = f"{UPLOAD_OWNER}{socket.gethostname()[:40]}:"
+    failed = []
+    for job in jobs.uploading(workflow):
+        owner = job.run_id or ""
+        pid = owner[len(host_prefix) :]
+        if not owner.startswith(host_prefix) or not pid.isdigit():
+            continue  # another host's front door, or not a front door upload
+        if int(pid) != os.getpid() and _process_alive(int(pid)):
+            continue
+        jobs.fail(job.job_id, TASK_UPLOADING, f"the front door (process {pid}) stopped while receiving this upload; upload it again")
+        failed.append(job.job_id)
+    return failed
+
 
 class AsyncBodyReader:
     """A blocking `read()` over the request body, for boto3 running in a worker thread: it pulls chunks
-    from the event loop one at a time, so the body is never held in memory whole."""
+    from the event loop as each read asks, so the body is never held in memory whole."""
 
     def __init__(self, chunks: AsyncIterator[bytes]):
         # made on the event loop; read() runs in boto3's transfer threads, which need the loop's token
         self._token = anyio.lowlevel.current_token()
         self._chunks = chunks
-        self._buffer = b""
+        # a bytearray grows in place: `bytes += chunk` would copy the whole buffer for every 64 KiB chunk
+        self._buffer = bytearray()
         self._done = False
         self.size = 0
 
-    async def _next(self) -> bytes | None:
-        try:
-            return await self._chunks.__anext__()
-        except StopAsyncIteration:
-            return None
+    async def _fill(self, size: int) -> None:
+        # on the event loop: gather chunks until `size` bytes are buffered (one thread hop per read, not per chunk)
+        while not self._done and (size < 0 or len(self._buffer) < size):
+            try:
+                self._buffer += await self._chunks.__anext__()
+            except StopAsyncIteration:
+                self._done = True
 
     def read(self, size: int = -1) -> bytes:
-        while not self._done and (size < 0 or len(self._buffer) < size):
-            chunk = anyio.from_thread.run(self._next, token=self._token)
-            if chunk is None:
-                self._done = True
-            else:
-                self._buffer += chunk
-        if size < 0:
-            data, self._buffer = self._buffer, b""
+        if not self._done and (size < 0 or len(self._buffer) < size):
+            anyio.from_thread.run(self._fill, size, token=self._token)
+        if size < 0 or size >= len(self._buffer):
+            data, self._buffer = bytes(self._buffer), bytearray()
         else:
-            data, self._buffer = self._buffer[:size], self._buffer[size:]
+            data = bytes(self._buffer[:size])
+            del self._buffer[:size]
         self.size += len(data)
         return data
 
@@ -95,7 +132,9 @@ class FrontDoor:
     async def ingest(self, request: Request) -> JSONResponse:
         workflow = self.workflow(request)
         jobs = self.jobs(workflow)
-        job = await anyio.to_thread.run_sync(lambda: jobs.create(workflow.name, origin="ingest", task=TASK_UPLOADING))
+        job = await anyio.to_thread.run_sync(
+            lambda: jobs.create(workflow.name, origin="ingest", task=TASK_UPLOADING, run_id=upload_owner())
+        )
         key = f"{workflow.uploadPrefix}{job.job_id}.tar"
         reader = AsyncBodyReader(request.stream())
 
@@ -110,7 +149,7 @@ class FrontDoor:
             await anyio.to_thread.run_sync(upload)
         except Exception as exc:
             log.exception("job %s: upload failed", job.job_id)
-            message = f"upload failed: {exc}"
+            message = f"upload failed: {exc or type(exc).__name__}"  # ClientDisconnect has no message
             failed = await anyio.to_thread.run_sync(lambda: jobs.fail(job.job_id, TASK_UPLOADING, message))
             return JSONResponse(failed.to_api(), status_code=500)
         log.info("job %s: received %d bytes as %s", job.job_id, reader.size, key)
@@ -118,7 +157,7 @@ class FrontDoor:
 
     async def move(self, request: Request) -> JSONResponse:
         workflow = self.workflow(request)
-        body = await request.body()
+        body = await _bounded_body(request, MAX_METADATA_BYTES)
         try:
             metadata = parse_metadata(body)
             store = self.source(workflow)
@@ -131,7 +170,7 @@ class FrontDoor:
         jobs = self.jobs(workflow)
 
         def store_document() -> JobState:
-            job = jobs.create(workflow.name, origin="move", task=TASK_UPLOADING)
+            job = jobs.create(workflow.name, origin="move", task=TASK_UPLOADING, run_id=upload_owner())
             key = f"{workflow.uploadPrefix}{job.job_id}{MOVE_SUFFIX}"
             jobs.update(job.job_id, source_key=key)
             store.put_bytes(key, body, content_type="application/json")
@@ -143,7 +182,7 @@ class FrontDoor:
     async def _launch(self, workflow: BundleWorkflow, jobs: JobStore, job: JobState) -> JSONResponse:
         if self.submit is None:
             # --no-launch: hand the job to the drop sensor, which requests runs for sensor jobs not yet run
-            state = await anyio.to_thread.run_sync(lambda: jobs.update(job.job_id, origin="sensor", task="open tar"))
+            state = await anyio.to_thread.run_sync(lambda: jobs.update(job.job_id, origin="sensor", task="open tar", run_id=None))
             return JSONResponse(state.to_api())
         submit = self.submit
         try:
@@ -159,7 +198,7 @@ class FrontDoor:
 
     async def get_state(self, request: Request) -> JSONResponse:
         raw = request.query_params.get("job_id", "")
-        if not raw.isdigit():
+        if not (raw.isascii() and raw.isdigit()):  # "٣".isdigit() is true too
             raise _HTTPError(400, "job_id must be a number")
         job_id = int(raw)
         if request.query_params.get("workflow") or len(self.workflows) <= 1:
@@ -181,6 +220,20 @@ class FrontDoor:
         raise _HTTPError(404, f"job {job_id} not found")
 
 
+async def _bounded_body(request: Request, limit: int) -> bytes:
+    """The whole body of a small document (a move document is metadata): more than `limit` bytes is a 413,
+    found from Content-Length or while reading, so a huge body is never held in memory."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise _HTTPError(413, f"body of {declared} bytes is larger than {limit}")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise _HTTPError(413, f"body is larger than {limit} bytes")
+    return bytes(body)
+
+
 class _HTTPError(Exception):
     def __init__(self, status: int, message: str):
         super().__init__(message)
@@ -198,6 +251,12 @@ def build_app(config: IngestConfig, submit: Submit | None) -> Starlette:
     door = FrontDoor(config, submit)
     if not door.workflows:
         raise ValueError(f"{config.path or 'ingest.yaml'}: no workflow of kind 'bundle' to serve")
+    for workflow in door.workflows.values():
+        orphaned = fail_orphaned_uploads(door.jobs(workflow), workflow.name)
+        if orphaned:
+            log.warning(
+                "workflow %s: marked FAILED %d upload(s) a stopped front door left: jobs %s", workflow.name, len(orphaned), orphaned
+            )
     routes = [
         Route("/ingest", door.ingest, methods=["POST"]),
         Route("/upload", door.ingest, methods=["POST"]),

@@ -111,11 +111,37 @@ class StagingArea:
 
 def clear_job(store: ObjectStore, layout: ArchiveLayout) -> int:
     """Remove what an earlier, interrupted attempt of this job left (staging and final keys)."""
-    removed = 0
-    for root in (layout.staging_root, layout.final_root):
-        for info in list(store.list(root)):
+    return sum(delete_prefix(store, root) for root in (layout.staging_root, layout.final_root))
+
+
+def delete_prefix(store: ObjectStore, prefix: str) -> int:
+    """Delete every object under `prefix` (a folder key ending in '/'); returns how many.
+
+    On S3: 1000 keys per DeleteObjects call, and unfinished multipart uploads (a killed run's large member) aborted."""
+    if not isinstance(store, S3Store):
+        removed = 0
+        for info in list(store.list(prefix)):
             store.delete(info.key)
             removed += 1
+        return removed
+    removed = 0
+    full = store.full_key(prefix)
+    try:
+        for page in store.client.get_paginator("list_objects_v2").paginate(Bucket=store.bucket, Prefix=full):
+            batch = [{"Key": item["Key"]} for item in page.get("Contents", [])]
+            if batch:
+                answer = store.client.delete_objects(Bucket=store.bucket, Delete={"Objects": batch, "Quiet": True})
+                if answer.get("Errors"):
+                    first = answer["Errors"][0]
+                    raise StoreError(f"{store.config.name}: deleting {first.get('Key')} failed: {first.get('Message')}")
+                removed += len(batch)
+        for page in store.client.get_paginator("list_multipart_uploads").paginate(Bucket=store.bucket, Prefix=full):
+            for upload in page.get("Uploads", []):
+                store.client.abort_multipart_upload(Bucket=store.bucket, Key=upload["Key"], UploadId=upload["UploadId"])
+    except StoreError:
+        raise
+    except Exception as exc:
+        raise StoreError(f"{store.config.name}: deleting {store.uri(prefix)} failed: {exc}") from exc
     return removed
 
 

@@ -325,7 +325,11 @@ class BundleValidator:
             raise BundleError(TASK_LOAD_METADATA, f"{METADATA_MEMBER} is {member.size} bytes, more than {MAX_METADATA_BYTES}")
         handle = tar.extractfile(member)
         assert handle is not None
-        self._accept_metadata(parse_metadata(handle.read()))
+        try:
+            raw = handle.read()
+        except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
+            raise BundleError(TASK_LOAD_METADATA, f"{METADATA_MEMBER}: bundle is truncated or corrupt: {exc}") from None
+        self._accept_metadata(parse_metadata(raw))
         self.progress.start(resume)
         # members staged before metadata.txt are checked now
         for relative, staged in self._staged.items():

@@ -53,6 +53,13 @@ class PennsieveWorkflow(WorkflowConfig):
             raise ValueError("apiHost must be an http:// or https:// URL")
         return value.rstrip("/")
 
+    @field_validator("propertiesFile")
+    @classmethod
+    def _inside_the_folder(cls, value: str | None) -> str | None:
+        if value is not None and (value.startswith("/") or ".." in value.replace("\\", "/").split("/")):
+            raise ValueError("propertiesFile is a path inside each import folder (no leading '/', no '..')")
+        return value
+
     @field_validator("callbackToken")
     @classmethod
     def _token_required(cls, value: object) -> object:

@@ -67,6 +67,7 @@ class ImportInputs:
         return self.store.uri(self.folder)
 
     def _properties_key(self) -> str | None:
+        """The properties file's key; it must be inside the input folder (the seed: "JSON file in INPUT_DIR")."""
         if not self.properties_file:
             return None
         name = self.properties_file
@@ -74,8 +75,10 @@ class ImportInputs:
             path = Path(name).resolve()
             if self.store.root in path.parents:
                 return path.relative_to(self.store.root).as_posix()
-            return None
-        return self.folder + name.lstrip("/")
+        elif ".." not in name.replace("\\", "/").split("/"):
+            return self.folder + name.lstrip("/")
+        # a run config may name it: never read (and send to Pennsieve) a file outside the input
+        raise ImportInputError(f"properties file {name!r} must be inside the input folder {self.uri()}")
 
     def files(self) -> list[InputFile]:
         """Every file under the folder, recursively, in key order; the properties file left out."""
@@ -100,18 +103,12 @@ class ImportInputs:
         if not self.properties_file:
             return {}
         key = self._properties_key()
-        if key is None:  # an absolute path outside the input folder
-            path = Path(self.properties_file)
-            if not path.is_file():
-                log.warning("properties file %s not found; using {}", path)
-                return {}
-            raw, where = path.read_bytes(), str(path)
-        else:
-            where = self.store.uri(key)
-            if self.store.head(key) is None:
-                log.warning("properties file %s not found; using {}", where)
-                return {}
-            raw = self.store.get_bytes(key)
+        assert key is not None
+        where = self.store.uri(key)
+        if self.store.head(key) is None:
+            log.warning("properties file %s not found; using {}", where)
+            return {}
+        raw = self.store.get_bytes(key)
         try:
             properties = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
@@ -164,7 +161,8 @@ def folder_readiness(store: ObjectStore, folder: str, properties_file: str | Non
     files = total = 0
     newest: datetime | None = None
     for info in store.list(inputs.folder):
-        if info.key == skip:
+        # folder markers ("x/", what the S3 console's "Create folder" writes) are not files, as in files()
+        if info.key == skip or info.key.endswith("/"):
             continue
         files += 1
         total += info.size

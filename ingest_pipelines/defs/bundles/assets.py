@@ -11,6 +11,7 @@ from ingest_pipelines.bundles.ingest import run_job
 from ingest_pipelines.bundles.jobs import JobStore
 from ingest_pipelines.config import IngestConfig
 from ingest_pipelines.defs.bundles.jobs import bundle_asset_key
+from ingest_pipelines.defs.partition_runs import require_no_other_run
 from ingest_pipelines.defs.resources import store_resource_key
 
 
@@ -32,6 +33,7 @@ def build_bundle_asset(workflow: BundleWorkflow, config: IngestConfig, partition
     )
     def bundle(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         job_id = int(context.partition_key)
+        require_no_other_run(context)
         jobs = JobStore(jobs_url)
         source = getattr(context.resources, source_key).get_store()
         archive = getattr(context.resources, destination_key).get_store()

@@ -9,8 +9,10 @@ import dagster as dg
 from ingest_pipelines.bundles.config import BundleWorkflow
 from ingest_pipelines.bundles.drop import scan_drop
 from ingest_pipelines.bundles.jobs import JobStore
+from ingest_pipelines.bundles.staging import ArchiveLayout, clear_job
 from ingest_pipelines.config import IngestConfig, dagster_name
 from ingest_pipelines.defs.resources import store_resource_key
+from ingest_pipelines.storage import open_store
 
 
 def _status(workflow: BundleWorkflow) -> dg.DefaultSensorStatus:
@@ -71,8 +73,17 @@ def build_run_failure_sensor(workflow: BundleWorkflow, config: IngestConfig, job
         bundle_job = jobs.find(int(partition))
         if bundle_job is None or bundle_job.complete:
             return
+        if bundle_job.run_id not in (None, context.dagster_run.run_id):
+            # another run owns the job (e.g. this one stopped because that one was executing): leave both alone
+            context.log.info(f"job {bundle_job.job_id} belongs to run {bundle_job.run_id}; not changed")
+            return
         message = context.failure_event.message or "run failed"
         jobs.fail(bundle_job.job_id, bundle_job.task, f"Dagster run {context.dagster_run.run_id} failed: {message}")
         context.log.info(f"job {bundle_job.job_id} marked FAILED at {bundle_job.task!r}")
+        # a killed run could not remove its staged files itself: no half ingest stays in the archive
+        # the store from the loaded config: its secrets are read from the environment when used, as a resource does
+        destination = open_store(config.destination(workflow.destinations[0]))
+        removed = clear_job(destination, ArchiveLayout(bundle_job.job_id, workflow.stagingPrefix))
+        context.log.info(f"job {bundle_job.job_id}: removed {removed} staged or partly promoted objects")
 
     return run_failure_sensor

@@ -6,6 +6,7 @@ Runs in the Dagster pool `pennsieve`; metadata carries counts, never the token.
 import dagster as dg
 
 from ingest_pipelines.config import IngestConfig, dagster_name
+from ingest_pipelines.defs.partition_runs import require_no_other_run
 from ingest_pipelines.defs.pennsieve.partitions import manifest_key
 from ingest_pipelines.defs.pennsieve.resources import api_resource_key
 from ingest_pipelines.defs.resources import STATE_RESOURCE_KEY, store_resource_key
@@ -49,6 +50,7 @@ def build_import_asset(
     )
     def pennsieve_import(context: dg.AssetExecutionContext, config: PennsieveImportConfig) -> dg.MaterializeResult:
         folder = context.partition_key
+        require_no_other_run(context)  # two runs of a folder could each create an import
         inputs = ImportInputs(getattr(context.resources, source_key).get_store(), folder, config.properties_file or workflow.propertiesFile)
         request = ImportRequest(
             dataset_id=config.dataset_id or workflow.datasetId,
