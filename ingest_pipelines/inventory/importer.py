@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
-from ingest_pipelines.inventory.batch_manifest import results_csv, write_batch_manifest
+from ingest_pipelines.inventory.batch_manifest import encode_key, results_csv, write_batch_manifest
 from ingest_pipelines.inventory.config import InventoryWorkflow
 from ingest_pipelines.inventory.diff import InventoryDiff, ReportSnapshots, diff_reports
 from ingest_pipelines.inventory.gateway import GatewayClient
@@ -199,7 +199,15 @@ class InventoryImport:
         with ThreadPoolExecutor(max_workers=self.workflow.threads, thread_name_prefix="inventory") as pool:
             for start in range(0, candidates.num_rows, CHUNK):
                 rows = candidates.slice(start, CHUNK).to_pylist()
-                yield from pool.map(lambda row: self.process_object(bucket, row), rows)
+                yield from pool.map(lambda row: self._process_guarded(bucket, row), rows)
+
+    def _process_guarded(self, bucket: str, row: dict[str, Any]) -> ObjectResult:
+        # one object's unforeseen error (a transport error, a bug) must not lose the rest of the report
+        try:
+            return self.process_object(bucket, row)
+        except Exception as exc:
+            self.log.exception(f"s3://{bucket}/{row['key']}: unexpected error")
+            return ObjectResult(row["key"], row.get("version_id"), "failed", f"{type(exc).__name__}: {exc}", "InternalError")
 
     # ------------------------------------------------------------------ one object
 
@@ -233,7 +241,9 @@ class InventoryImport:
                 return ObjectResult(key, version_id, "missing", "object no longer exists")
             return ObjectResult(key, version_id, "failed", f"GetObject failed: {exc}", "ReadFailed")
         with self._gateway_slots:
-            answer = self.gateway.register(decision.user_id, properties, image, idempotency_key=f"{bucket}/{key}@{version_id or etag}")
+            # URL-encoded like the Batch manifest: a header is latin-1 and a key may hold any character
+            idempotency_key = f"{bucket}/{encode_key(key)}@{version_id or etag}"
+            answer = self.gateway.register(decision.user_id, properties, image, idempotency_key=idempotency_key)
         if not answer.ok:
             self.history.record(bucket, key, version_id, etag, decision.user_id, FAILED, answer.attempts, answer.response)
             reason = f"gateway failed after {answer.attempts} attempt(s): {answer.error_code} {answer.response[:200]}".strip()
@@ -256,7 +266,7 @@ class InventoryImport:
         bucket, key = parse_properties_uri(uri)
         try:
             response = self.client.get_object(Bucket=bucket, Key=key)
-        except ClientError as exc:
+        except (ClientError, BotoCoreError) as exc:
             raise PropertiesError(f"Properties file {uri} cannot be read: {exc}") from None
         if int(response.get("ContentLength") or 0) > MAX_PROPERTIES_BYTES:
             response["Body"].close()
