@@ -7,6 +7,7 @@ import hashlib
 import pytest
 
 from ingest_pipelines.inventory.manifest import (
+    UNREADABLE_CHECKSUM,
     ListingBudget,
     ManifestError,
     find_new_reports,
@@ -111,3 +112,19 @@ def test_reports_for_date(s3) -> None:
     write_inventory_report(s3, INVENTORY, "reports", ROWS, prefix=PREFIX, timestamp="2024-05-02T01-00Z")
     assert [ref.timestamp for ref in reports_for_date(s3, INVENTORY, PREFIX, "2024-05-02")] == ["2024-05-02T01-00Z"]
     assert reports_for_date(s3, INVENTORY, PREFIX, "2024-05-03") == []
+
+
+def test_an_unreadable_checksum_does_not_stop_the_other_reports(s3) -> None:
+    # one truncated/garbage manifest.checksum used to fail every sensor tick, so no report was ever found again
+    s3.create_bucket(Bucket=INVENTORY)
+    bad = write_inventory_report(s3, INVENTORY, "images", ROWS, prefix=PREFIX, config_id="a-daily", timestamp="2024-05-01T01-00Z")
+    s3.put_object(Bucket=INVENTORY, Key=bad.replace("manifest.json", "manifest.checksum"), Body=b"<html>oops</html>")
+    write_inventory_report(s3, INVENTORY, "images", ROWS, prefix=PREFIX, config_id="b-daily", timestamp="2024-05-01T01-00Z")
+    found = find_new_reports(s3, INVENTORY, PREFIX, {}, ListingBudget(50, 20))
+    assert found.complete
+    # the bad one is still requested: its run fails with the reason, where the user looks
+    checksums = {ref.config_id: checksum for ref, checksum in found.reports}
+    assert checksums["a-daily"] == UNREADABLE_CHECKSUM and len(checksums["b-daily"]) == 32
+    assert found.marks == {"images/a-daily": "2024-05-01T01-00Z", "images/b-daily": "2024-05-01T01-00Z"}
+    (problem,) = found.problems
+    assert "a-daily/2024-05-01T01-00Z/manifest.checksum: not an MD5 checksum" in problem

@@ -22,6 +22,8 @@ REPORT_FOLDER = re.compile(r"^(?P<date>\d{4}-\d{2}-\d{2})T\d{2}-\d{2}Z$")
 #: folders that hold other things than reports: Batch Operations completion reports, Athena/Hive symlinks.
 IGNORED_FOLDERS = frozenset({"reports", "hive"})
 FILE_FORMATS = ("CSV", "Parquet", "ORC")
+#: what the sensor puts in place of a manifest.checksum it cannot read: the run reads it again and fails with the reason.
+UNREADABLE_CHECKSUM = "unreadable"
 
 
 class ManifestError(RuntimeError):
@@ -256,6 +258,8 @@ class FoundReports:
     complete: bool
     #: series to start from next tick when not complete
     resume_after: str | None = None
+    #: reports whose manifest.checksum could not be read (the reason), requested anyway
+    problems: list[str] = field(default_factory=list)
 
 
 def find_new_reports(
@@ -265,13 +269,20 @@ def find_new_reports(
     series' mark (AWS writes the checksum last), so it is found again once it is complete."""
     marks = dict(marks)
     found: list[tuple[ReportRef, str]] = []
+    problems: list[str] = []
     last_series: str | None = None
     try:
         for source_bucket, config_id in report_series(client, bucket, prefix, budget, resume_after):
             series = f"{source_bucket}/{config_id}"
             advancing = True
             for ref in report_folders(client, bucket, prefix, source_bucket, config_id, marks.get(series), budget):
-                checksum = read_checksum(client, bucket, ref)
+                try:
+                    checksum = read_checksum(client, bucket, ref)
+                except ManifestError as exc:
+                    # one bad report must not fail every tick (and hide every later report): its run
+                    # reads it again and fails with the reason, in the UI
+                    checksum = UNREADABLE_CHECKSUM
+                    problems.append(str(exc))
                 if checksum is None:
                     advancing = False
                     continue
@@ -280,8 +291,8 @@ def find_new_reports(
                     marks[series] = ref.timestamp
             last_series = series
     except _BudgetSpent:
-        return FoundReports(found, marks, complete=False, resume_after=last_series or resume_after)
-    return FoundReports(found, marks, complete=True)
+        return FoundReports(found, marks, complete=False, resume_after=last_series or resume_after, problems=problems)
+    return FoundReports(found, marks, complete=True, problems=problems)
 
 
 def reports_for_date(client: Any, bucket: str, prefix: str, date: str) -> list[ReportRef]:

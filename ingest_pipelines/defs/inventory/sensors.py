@@ -32,6 +32,8 @@ def build_inventory_sensor(workflow: InventoryWorkflow, job: dg.UnresolvedAssetJ
         cursor = json.loads(context.cursor) if context.cursor else {}
         budget = ListingBudget(workflow.maxPagesPerTick, workflow.tickSeconds)
         found = find_new_reports(store.client, store.bucket, store.prefix, cursor.get("marks", {}), budget, cursor.get("resume_after"))
+        for problem in found.problems:
+            context.log.warning(f"{problem}; requesting its run anyway, which fails with this reason")
         requests = []
         for ref, checksum in sorted(found.reports, key=lambda item: (item[0].timestamp, item[0].series)):
             if ref.date < start:
