@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 
+import orjson
 import pytest
 
 from ingest_pipelines.inventory.manifest import (
@@ -128,3 +129,28 @@ def test_an_unreadable_checksum_does_not_stop_the_other_reports(s3) -> None:
     assert found.marks == {"images/a-daily": "2024-05-01T01-00Z", "images/b-daily": "2024-05-01T01-00Z"}
     (problem,) = found.problems
     assert "a-daily/2024-05-01T01-00Z/manifest.checksum: not an MD5 checksum" in problem
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("files", None, "files is missing or not a list"),
+        ("files", {"key": "x"}, "files is missing or not a list"),
+        ("fileSchema", None, "fileSchema is missing"),
+    ],
+)
+def test_manifest_without_files_or_schema_fails_with_the_field(s3, field: str, value: object, message: str) -> None:
+    # a manifest without `files` used to read as an empty report: its empty snapshot made the next day re-check everything
+    s3.create_bucket(Bucket=INVENTORY)
+    key = write_inventory_report(s3, INVENTORY, "images", ROWS, prefix=PREFIX)
+    ref = parse_report_key(key, PREFIX)
+    manifest = orjson.loads(s3.get_object(Bucket=INVENTORY, Key=key)["Body"].read())
+    if value is None:
+        manifest.pop(field)
+    else:
+        manifest[field] = value
+    body = orjson.dumps(manifest)
+    s3.put_object(Bucket=INVENTORY, Key=key, Body=body)
+    s3.put_object(Bucket=INVENTORY, Key=ref.checksum_key, Body=hashlib.md5(body).hexdigest().encode())
+    with pytest.raises(ManifestError, match=message):
+        load_manifest(s3, INVENTORY, ref)

@@ -160,11 +160,16 @@ def load_manifest(client: Any, bucket: str, ref: ReportRef) -> InventoryManifest
     source_bucket = raw.get("sourceBucket")
     if not isinstance(source_bucket, str) or not source_bucket:
         raise ManifestError(f"{where}: sourceBucket is missing")
-    schema = parse_file_schema(str(raw.get("fileSchema") or ""), file_format)
+    if not isinstance(raw.get("fileSchema"), str) or not raw["fileSchema"].strip():
+        raise ManifestError(f"{where}: fileSchema is missing")
+    schema = parse_file_schema(raw["fileSchema"], file_format)
     if file_format == "CSV" and "Key" not in schema:
         raise ManifestError(f"{where}: fileSchema {raw.get('fileSchema')!r} has no Key column")
+    # no `files` is a broken manifest, not an empty report (whose empty snapshot would make the next day re-check everything)
+    if not isinstance(raw.get("files"), list):
+        raise ManifestError(f"{where}: files is missing or not a list")
     files = []
-    for index, item in enumerate(raw.get("files") or []):
+    for index, item in enumerate(raw["files"]):
         try:
             files.append(DataFile(key=str(item["key"]), size=int(item.get("size", -1)), md5=str(item["MD5checksum"]).lower()))
         except (KeyError, TypeError, ValueError) as exc:
