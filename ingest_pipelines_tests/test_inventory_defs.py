@@ -82,7 +82,7 @@ def test_workflow_takes_no_destinations_and_needs_a_gateway_url(scene: Inventory
 def test_sensor_tick_by_tick(scene: InventoryScene, write_config, instance) -> None:
     defs = definitions(scene, write_config)
     first = tick(defs, instance, None)
-    assert first.run_requests == [] and json.loads(first.cursor) == {"marks": {}, "resume_after": None}
+    assert first.run_requests == [] and json.loads(first.cursor) == {"marks": {}, "seen": {}, "resume_after": None}
 
     # a manifest under reports/ (Batch Operations completion reports) and an incomplete report: no run
     scene.put_image("a.png", {"UserId": "fred"})
@@ -106,6 +106,12 @@ def test_sensor_tick_by_tick(scene: InventoryScene, write_config, instance) -> N
     scene.report("2024-05-03T01-00Z")
     fifth = tick(defs, instance, third.cursor)
     assert [r.partition_key for r in fifth.run_requests] == ["2024-05-02", "2024-05-03"]
+
+    # a report delivered after a newer one of its series is requested once
+    scene.report("2024-05-02T13-00Z")
+    sixth = tick(defs, instance, fifth.cursor)
+    assert [r.tags[REPORT_TAG] for r in sixth.run_requests] == ["inv/images/daily/2024-05-02T13-00Z/manifest.json"]
+    assert tick(defs, instance, sixth.cursor).run_requests == []
 
 
 def test_end_to_end_sensor_run_metadata_and_check(scene: InventoryScene, write_config, instance) -> None:

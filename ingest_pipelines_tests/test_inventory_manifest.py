@@ -154,3 +154,25 @@ def test_manifest_without_files_or_schema_fails_with_the_field(s3, field: str, v
     s3.put_object(Bucket=INVENTORY, Key=ref.checksum_key, Body=hashlib.md5(body).hexdigest().encode())
     with pytest.raises(ManifestError, match=message):
         load_manifest(s3, INVENTORY, ref)
+
+
+def test_a_report_delivered_late_is_still_found_once(s3) -> None:
+    # the mark used to hide a report that landed after a newer one of its series
+    s3.create_bucket(Bucket=INVENTORY)
+    write_inventory_report(s3, INVENTORY, "images", ROWS, prefix=PREFIX, timestamp="2024-04-01T01-00Z")
+    write_inventory_report(s3, INVENTORY, "images", ROWS, prefix=PREFIX, timestamp="2024-05-01T01-00Z")
+    write_inventory_report(s3, INVENTORY, "images", ROWS, prefix=PREFIX, timestamp="2024-05-03T01-00Z")
+    first = find_new_reports(s3, INVENTORY, PREFIX, {}, ListingBudget(50, 20), seen={})
+    assert [ref.timestamp for ref, _ in first.reports] == ["2024-04-01T01-00Z", "2024-05-01T01-00Z", "2024-05-03T01-00Z"]
+    # only what is within LATE_REPORT_DAYS of the mark is kept
+    assert first.seen == {"images/daily": ["2024-05-01T01-00Z", "2024-05-03T01-00Z"]}
+
+    write_inventory_report(s3, INVENTORY, "images", ROWS, prefix=PREFIX, timestamp="2024-05-02T01-00Z")
+    write_inventory_report(s3, INVENTORY, "images", ROWS, prefix=PREFIX, timestamp="2024-04-02T01-00Z")  # too late to look for
+    second = find_new_reports(s3, INVENTORY, PREFIX, first.marks, ListingBudget(50, 20), seen=first.seen)
+    assert [ref.timestamp for ref, _ in second.reports] == ["2024-05-02T01-00Z"]
+    assert second.marks == {"images/daily": "2024-05-03T01-00Z"}
+    third = find_new_reports(s3, INVENTORY, PREFIX, second.marks, ListingBudget(50, 20), seen=second.seen)
+    assert third.reports == []
+    # a cursor from before `seen` existed: everything up to the mark counts as seen (no re-requests)
+    assert find_new_reports(s3, INVENTORY, PREFIX, second.marks, ListingBudget(50, 20)).reports == []

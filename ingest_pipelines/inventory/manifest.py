@@ -10,6 +10,7 @@ import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import date, timedelta
 from typing import Any
 
 import orjson
@@ -24,6 +25,8 @@ IGNORED_FOLDERS = frozenset({"reports", "hive"})
 FILE_FORMATS = ("CSV", "Parquet", "ORC")
 #: what the sensor puts in place of a manifest.checksum it cannot read: the run reads it again and fails with the reason.
 UNREADABLE_CHECKSUM = "unreadable"
+#: how many days before a series' newest report the sensor still looks for reports delivered late.
+LATE_REPORT_DAYS = 7
 
 
 class ManifestError(RuntimeError):
@@ -243,13 +246,27 @@ def report_series(
 
 
 def report_folders(
-    client: Any, bucket: str, prefix: str, source_bucket: str, config_id: str, after: str | None = None, budget: ListingBudget | None = None
+    client: Any,
+    bucket: str,
+    prefix: str,
+    source_bucket: str,
+    config_id: str,
+    after: str | None = None,
+    budget: ListingBudget | None = None,
+    since: str | None = None,
 ) -> Iterator[ReportRef]:
-    """Report folders of one series in time order, only those after the `after` timestamp."""
+    """Report folders of one series in time order: those after the `after` timestamp, or with `since`
+    (a date or timestamp) every one from then on."""
     base = f"{normalize_prefix(prefix)}{source_bucket}/{config_id}/"
-    for name in _folders(client, bucket, base, budget, start_after=f"{base}{after}/" if after else None):
-        if REPORT_FOLDER.match(name) and (after is None or name > after):
+    start_after = f"{base}{since}" if since else f"{base}{after}/" if after else None
+    for name in _folders(client, bucket, base, budget, start_after=start_after):
+        if REPORT_FOLDER.match(name) and (since is not None or after is None or name > after):
             yield ReportRef(f"{base}{name}/", source_bucket, config_id, name)
+
+
+def late_window_start(mark: str) -> str:
+    """The first day the sensor re-lists for late reports of a series whose newest report is `mark`."""
+    return (date.fromisoformat(mark[:10]) - timedelta(days=LATE_REPORT_DAYS)).isoformat()
 
 
 @dataclass
@@ -265,22 +282,56 @@ class FoundReports:
     resume_after: str | None = None
     #: reports whose manifest.checksum could not be read (the reason), requested anyway
     problems: list[str] = field(default_factory=list)
+    #: `{source-bucket}/{config-id}` -> timestamps found complete within LATE_REPORT_DAYS of the mark
+    seen: dict[str, list[str]] = field(default_factory=dict)
 
 
 def find_new_reports(
-    client: Any, bucket: str, prefix: str, marks: dict[str, str], budget: ListingBudget, resume_after: str | None = None
+    client: Any,
+    bucket: str,
+    prefix: str,
+    marks: dict[str, str],
+    budget: ListingBudget,
+    resume_after: str | None = None,
+    seen: dict[str, list[str]] | None = None,
 ) -> FoundReports:
-    """Complete reports newer than each series' mark. A report without manifest.checksum yet stops its
-    series' mark (AWS writes the checksum last), so it is found again once it is complete."""
+    """Complete reports newer than each series' mark, and reports delivered late (older than the mark,
+    within LATE_REPORT_DAYS of it, not in `seen`). A report without manifest.checksum yet stops its
+    series' mark (AWS writes the checksum last), so it is found again once it is complete. A series
+    without a `seen` entry (a cursor from before late reports were looked for) takes everything up to
+    its mark as seen."""
     marks = dict(marks)
+    seen_sets = {series: set(stamps) for series, stamps in (seen or {}).items()}
     found: list[tuple[ReportRef, str]] = []
     problems: list[str] = []
     last_series: str | None = None
+
+    def result(complete: bool) -> FoundReports:
+        pruned = {
+            series: sorted(stamp for stamp in stamps if series in marks and stamp[:10] >= late_window_start(marks[series]))
+            for series, stamps in seen_sets.items()
+        }
+        return FoundReports(
+            found,
+            marks,
+            complete=complete,
+            resume_after=None if complete else (last_series or resume_after),
+            problems=problems,
+            seen={series: stamps for series, stamps in pruned.items() if stamps},
+        )
+
     try:
         for source_bucket, config_id in report_series(client, bucket, prefix, budget, resume_after):
             series = f"{source_bucket}/{config_id}"
+            mark = marks.get(series)
+            known = seen_sets.get(series)
+            since = late_window_start(mark) if mark and known is not None else None
+            series_seen = seen_sets.setdefault(series, set())
             advancing = True
-            for ref in report_folders(client, bucket, prefix, source_bucket, config_id, marks.get(series), budget):
+            for ref in report_folders(client, bucket, prefix, source_bucket, config_id, mark, budget, since=since):
+                late = mark is not None and ref.timestamp <= mark
+                if late and (known is None or ref.timestamp in known):
+                    continue
                 try:
                     checksum = read_checksum(client, bucket, ref)
                 except ManifestError as exc:
@@ -289,15 +340,16 @@ def find_new_reports(
                     checksum = UNREADABLE_CHECKSUM
                     problems.append(str(exc))
                 if checksum is None:
-                    advancing = False
+                    advancing = advancing and late
                     continue
                 found.append((ref, checksum))
-                if advancing:
+                series_seen.add(ref.timestamp)
+                if advancing and not late:
                     marks[series] = ref.timestamp
             last_series = series
     except _BudgetSpent:
-        return FoundReports(found, marks, complete=False, resume_after=last_series or resume_after, problems=problems)
-    return FoundReports(found, marks, complete=True, problems=problems)
+        return result(complete=False)
+    return result(complete=True)
 
 
 def reports_for_date(client: Any, bucket: str, prefix: str, date: str) -> list[ReportRef]:

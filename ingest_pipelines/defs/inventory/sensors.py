@@ -31,7 +31,9 @@ def build_inventory_sensor(workflow: InventoryWorkflow, job: dg.UnresolvedAssetJ
         store = getattr(context.resources, source_key).get_store()
         cursor = json.loads(context.cursor) if context.cursor else {}
         budget = ListingBudget(workflow.maxPagesPerTick, workflow.tickSeconds)
-        found = find_new_reports(store.client, store.bucket, store.prefix, cursor.get("marks", {}), budget, cursor.get("resume_after"))
+        found = find_new_reports(
+            store.client, store.bucket, store.prefix, cursor.get("marks", {}), budget, cursor.get("resume_after"), cursor.get("seen", {})
+        )
         for problem in found.problems:
             context.log.warning(f"{problem}; requesting its run anyway, which fails with this reason")
         requests = []
@@ -44,7 +46,7 @@ def build_inventory_sensor(workflow: InventoryWorkflow, job: dg.UnresolvedAssetJ
             )
         if not found.complete:
             context.log.info(f"listing budget spent after {budget.calls} list calls; resuming after {found.resume_after!r} next tick")
-        new_cursor = {"marks": found.marks, "resume_after": None if found.complete else found.resume_after}
+        new_cursor = {"marks": found.marks, "seen": found.seen, "resume_after": None if found.complete else found.resume_after}
         return dg.SensorResult(run_requests=requests, cursor=json.dumps(new_cursor, sort_keys=True))
 
     return inventory_sensor
