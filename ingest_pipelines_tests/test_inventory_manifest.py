@@ -175,4 +175,5 @@ def test_a_report_delivered_late_is_still_found_once(s3) -> None:
     third = find_new_reports(s3, INVENTORY, PREFIX, second.marks, ListingBudget(50, 20), seen=second.seen)
     assert third.reports == []
     # a cursor from before `seen` existed: everything up to the mark counts as seen (no re-requests)
-    assert find_new_reports(s3, INVENTORY, PREFIX, second.marks, ListingBudget(50, 20)).reports == []
+    upgraded = find_new_reports(s3, INVENTORY, PREFIX, second.marks, ListingBudget(50, 20))
+    assert upgraded.reports == [] and upgraded.seen == second.seen

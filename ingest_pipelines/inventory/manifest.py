@@ -325,12 +325,16 @@ def find_new_reports(
             series = f"{source_bucket}/{config_id}"
             mark = marks.get(series)
             known = seen_sets.get(series)
-            since = late_window_start(mark) if mark and known is not None else None
             series_seen = seen_sets.setdefault(series, set())
             advancing = True
+            since = late_window_start(mark) if mark else None
             for ref in report_folders(client, bucket, prefix, source_bucket, config_id, mark, budget, since=since):
                 late = mark is not None and ref.timestamp <= mark
-                if late and (known is None or ref.timestamp in known):
+                if late and known is None:
+                    # a cursor from before late reports were looked for: what it passed was handled
+                    series_seen.add(ref.timestamp)
+                    continue
+                if late and ref.timestamp in known:
                     continue
                 try:
                     checksum = read_checksum(client, bucket, ref)
