@@ -113,6 +113,13 @@ def test_sensor_tick_by_tick(scene: InventoryScene, write_config, instance) -> N
     assert [r.tags[REPORT_TAG] for r in sixth.run_requests] == ["inv/images/daily/2024-05-02T13-00Z/manifest.json"]
     assert tick(defs, instance, sixth.cursor).run_requests == []
 
+    # a report dated after today has no partition yet: it waits instead of failing every tick
+    scene.report("2099-01-01T01-00Z", config_id="a-future")
+    scene.report("2024-05-04T01-00Z", config_id="b-daily")
+    seventh = tick(defs, instance, sixth.cursor)
+    assert [r.tags[REPORT_TAG] for r in seventh.run_requests] == ["inv/images/b-daily/2024-05-04T01-00Z/manifest.json"]
+    assert "images/a-future" not in json.loads(seventh.cursor)["marks"]
+
 
 def test_end_to_end_sensor_run_metadata_and_check(scene: InventoryScene, write_config, instance) -> None:
     defs = definitions(scene, write_config)

@@ -177,3 +177,15 @@ def test_a_report_delivered_late_is_still_found_once(s3) -> None:
     # a cursor from before `seen` existed: everything up to the mark counts as seen (no re-requests)
     upgraded = find_new_reports(s3, INVENTORY, PREFIX, second.marks, ListingBudget(50, 20))
     assert upgraded.reports == [] and upgraded.seen == second.seen
+
+
+def test_a_report_dated_after_the_last_partition_waits_for_its_day(s3) -> None:
+    s3.create_bucket(Bucket=INVENTORY)
+    write_inventory_report(s3, INVENTORY, "images", ROWS, prefix=PREFIX, timestamp="2024-05-01T01-00Z")
+    write_inventory_report(s3, INVENTORY, "images", ROWS, prefix=PREFIX, timestamp="2024-05-03T01-00Z")
+    found = find_new_reports(s3, INVENTORY, PREFIX, {}, ListingBudget(50, 20), seen={}, until="2024-05-02")
+    assert [ref.timestamp for ref, _ in found.reports] == ["2024-05-01T01-00Z"]
+    assert found.marks == {"images/daily": "2024-05-01T01-00Z"}
+    assert "inventory date 2024-05-03 is after 2024-05-02" in found.problems[0]
+    later = find_new_reports(s3, INVENTORY, PREFIX, found.marks, ListingBudget(50, 20), seen=found.seen, until="2024-05-03")
+    assert [ref.timestamp for ref, _ in later.reports] == ["2024-05-03T01-00Z"]

@@ -294,12 +294,14 @@ def find_new_reports(
     budget: ListingBudget,
     resume_after: str | None = None,
     seen: dict[str, list[str]] | None = None,
+    until: str | None = None,
 ) -> FoundReports:
     """Complete reports newer than each series' mark, and reports delivered late (older than the mark,
     within LATE_REPORT_DAYS of it, not in `seen`). A report without manifest.checksum yet stops its
     series' mark (AWS writes the checksum last), so it is found again once it is complete. A series
     without a `seen` entry (a cursor from before late reports were looked for) takes everything up to
-    its mark as seen."""
+    its mark as seen. A report dated after `until` (the last date with a partition) waits, like an
+    incomplete one, until its date comes."""
     marks = dict(marks)
     seen_sets = {series: set(stamps) for series, stamps in (seen or {}).items()}
     found: list[tuple[ReportRef, str]] = []
@@ -336,13 +338,18 @@ def find_new_reports(
                     continue
                 if late and ref.timestamp in known:
                     continue
+                if until is not None and ref.date > until:
+                    # no partition for that date yet: a run request would fail the whole tick
+                    problems.append(f"{ref.manifest_key}: inventory date {ref.date} is after {until}; requested once that day has come")
+                    advancing = False
+                    continue
                 try:
                     checksum = read_checksum(client, bucket, ref)
                 except ManifestError as exc:
                     # one bad report must not fail every tick (and hide every later report): its run
                     # reads it again and fails with the reason, in the UI
                     checksum = UNREADABLE_CHECKSUM
-                    problems.append(str(exc))
+                    problems.append(f"{exc}; its run is requested anyway and fails with this reason")
                 if checksum is None:
                     advancing = advancing and late
                     continue

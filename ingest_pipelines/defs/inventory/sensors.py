@@ -9,6 +9,7 @@ import dagster as dg
 
 from ingest_pipelines.config import dagster_name
 from ingest_pipelines.defs.inventory.assets import REPORT_TAG
+from ingest_pipelines.defs.inventory.partitions import inventory_partitions
 from ingest_pipelines.defs.resources import store_resource_key
 from ingest_pipelines.inventory.config import InventoryWorkflow
 from ingest_pipelines.inventory.manifest import ListingBudget, find_new_reports
@@ -18,6 +19,7 @@ def build_inventory_sensor(workflow: InventoryWorkflow, job: dg.UnresolvedAssetJ
     dname = dagster_name(workflow.name)
     source_key = store_resource_key("source", workflow.source or "")
     start = workflow.startDate.isoformat()
+    partitions = inventory_partitions(workflow)
 
     @dg.sensor(
         name=f"{dname}__inventory_sensor",
@@ -32,10 +34,18 @@ def build_inventory_sensor(workflow: InventoryWorkflow, job: dg.UnresolvedAssetJ
         cursor = json.loads(context.cursor) if context.cursor else {}
         budget = ListingBudget(workflow.maxPagesPerTick, workflow.tickSeconds)
         found = find_new_reports(
-            store.client, store.bucket, store.prefix, cursor.get("marks", {}), budget, cursor.get("resume_after"), cursor.get("seen", {})
+            store.client,
+            store.bucket,
+            store.prefix,
+            cursor.get("marks", {}),
+            budget,
+            cursor.get("resume_after"),
+            cursor.get("seen", {}),
+            # "" (no partition at all yet, startDate ahead) holds every report back
+            until=partitions.get_last_partition_key() or "",
         )
         for problem in found.problems:
-            context.log.warning(f"{problem}; requesting its run anyway, which fails with this reason")
+            context.log.warning(problem)
         requests = []
         for ref, checksum in sorted(found.reports, key=lambda item: (item[0].timestamp, item[0].series)):
             if ref.date < start:
