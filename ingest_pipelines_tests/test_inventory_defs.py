@@ -4,6 +4,7 @@ tick (cursor in, cursor out), and runs of the daily asset with its check on a re
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 
 import dagster as dg
 import pytest
@@ -23,6 +24,14 @@ JOB = "faces_index__index_job"
 # fixtures shared by the inventory test modules
 gateway = inventory_fixtures.gateway
 scene = inventory_fixtures.scene
+
+
+@pytest.fixture(scope="module")
+def instance() -> Iterator[dg.DagsterInstance]:
+    """One Dagster instance for the module (about 2 s each on a busy machine): the tests launch no
+    runs through the queue and assert only on their own runs' events."""
+    with dg.instance_for_test() as inst:
+        yield inst
 
 
 def definitions(scene: InventoryScene, write_config, **workflow) -> dg.Definitions:
