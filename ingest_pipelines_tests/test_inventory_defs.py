@@ -14,8 +14,9 @@ from ingest_pipelines.defs import build_definitions
 from ingest_pipelines.defs.inventory.assets import REPORT_TAG
 from ingest_pipelines.demo import DemoContext
 from ingest_pipelines.inventory.demo import seed
+from ingest_pipelines.testing.inventory_report import rows_from_bucket
 from ingest_pipelines_tests import inventory_fixtures
-from ingest_pipelines_tests.inventory_fixtures import INVENTORY, InventoryScene
+from ingest_pipelines_tests.inventory_fixtures import IMAGES, INVENTORY, InventoryScene
 
 ASSET = dg.AssetKey(["faces_index", "indexed"])
 SENSOR = "faces_index__inventory_sensor"
@@ -221,3 +222,22 @@ def test_demo_seed_loads_and_its_report_runs(s3, s3_server, write_config, instan
     finally:
         for server in ctx.servers:
             server.stop()
+
+
+def test_date_check_covers_every_report_of_the_date(scene: InventoryScene, write_config, instance) -> None:
+    # two reports on one date (two source buckets or configs): the second run's check used to hide the first's failures
+    defs = definitions(scene, write_config)
+    scene.put_image("dead.png", {"UserId": "dead"})
+    scene.put_image("fine.png", {"UserId": "fine"})
+    scene.gateway.always(500, user_id="dead")
+    rows = {row["key"]: row for row in rows_from_bucket(scene.s3, IMAGES)}
+    scene.report("2024-05-01T01-00Z", rows=[rows["dead.png"]], config_id="a-daily")
+    scene.report("2024-05-01T02-00Z", rows=[rows["fine.png"]], config_id="b-daily")
+    first, second = sorted(tick(defs, instance, None).run_requests, key=lambda r: r.tags[REPORT_TAG])
+    assert not check(run(defs, instance, first)).passed
+    evaluation = check(run(defs, instance, second))
+    assert not evaluation.passed
+    assert evaluation.metadata["dead_lettered"].data == ["dead.png"]
+    # the gateway recovers and the failed report is re-run: the date is clean
+    scene.gateway.always(200, user_id="dead")
+    assert check(run(defs, instance, first)).passed

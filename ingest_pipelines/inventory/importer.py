@@ -103,6 +103,45 @@ class ReportResult:
         return {**base, **{status: self.statuses[status] for status in OBJECT_STATUSES}}
 
 
+class ReportOutcomes:
+    """What each report's latest run left failing, in the state store, so the check of a date covers every
+    report of that date (several source buckets or configs deliver on one day; each has its own run):
+    `{workflow}/inventory/outcomes/{date}/{source-bucket}/{config-id}/{timestamp}.json`."""
+
+    def __init__(self, state: StateStore, workflow: str):
+        self.state = state
+        self.base = f"{workflow}/inventory/outcomes/"
+
+    def save(self, ref: ReportRef, result: ReportResult) -> None:
+        self.state.put_json(
+            f"{self.base}{ref.date}/{ref.series}/{ref.timestamp}.json",
+            {
+                "report": result.report,
+                "failed": result.failed,
+                "malformed_files": result.malformed_files,
+                "dead_lettered": result.dead_lettered,
+                "failures": result.failures,
+            },
+        )
+
+    def for_date(self, date: str) -> dict[str, Any]:
+        """Merged outcome of every report of `date` that has run: failed, malformed_files, dead_lettered,
+        failures (at most MAX_LISTED each) and the reports."""
+        merged: dict[str, Any] = {"failed": 0, "malformed_files": 0, "dead_lettered": [], "failures": {}, "reports": []}
+        for key in sorted(self.state.keys(f"{self.base}{date}/")):
+            outcome = self.state.get_json(key) if key.endswith(".json") else None
+            if not outcome:
+                continue
+            merged["reports"].append(outcome["report"])
+            merged["failed"] += outcome["failed"]
+            merged["malformed_files"] += outcome["malformed_files"]
+            merged["dead_lettered"] = (merged["dead_lettered"] + outcome["dead_lettered"])[:MAX_LISTED]
+            for name, reason in outcome["failures"].items():
+                if len(merged["failures"]) < MAX_LISTED:
+                    merged["failures"][name] = reason
+        return merged
+
+
 class InventoryImport:
     """Imports reports of one workflow. `store` is the inventory source (reports + Batch manifests);
     the objects a report lists are read with the same client, in the report's sourceBucket."""
@@ -122,6 +161,7 @@ class InventoryImport:
         self.history = history
         self.gateway = gateway
         self.snapshots = ReportSnapshots(state, workflow.name)
+        self.outcomes = ReportOutcomes(state, workflow.name)
         self.log = log or logging.getLogger(__name__)
         self._gateway_slots = threading.Semaphore(workflow.gateway.concurrency)
 
@@ -180,6 +220,7 @@ class InventoryImport:
         result.results_report = f"s3://{self.store.bucket}/{results_key}"
         # saved last: a run that dies before this point re-diffs against the same previous report
         self.snapshots.upload(ref, snapshot_path)
+        self.outcomes.save(ref, result)
         return result
 
     def _report_key(self, ref: ReportRef, name: str) -> str:
