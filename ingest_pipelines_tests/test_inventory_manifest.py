@@ -189,3 +189,17 @@ def test_a_report_dated_after_the_last_partition_waits_for_its_day(s3) -> None:
     assert "inventory date 2024-05-03 is after 2024-05-02" in found.problems[0]
     later = find_new_reports(s3, INVENTORY, PREFIX, found.marks, ListingBudget(50, 20), seen=found.seen, until="2024-05-03")
     assert [ref.timestamp for ref, _ in later.reports] == ["2024-05-03T01-00Z"]
+
+
+def test_manifest_source_bucket_must_match_the_report_folder(s3) -> None:
+    # the folder names the bucket the inventory is of; a manifest naming another would send that bucket's objects
+    s3.create_bucket(Bucket=INVENTORY)
+    key = write_inventory_report(s3, INVENTORY, "images", ROWS, prefix=PREFIX)
+    ref = parse_report_key(key, PREFIX)
+    manifest = orjson.loads(s3.get_object(Bucket=INVENTORY, Key=key)["Body"].read())
+    manifest["sourceBucket"] = "payroll"
+    body = orjson.dumps(manifest)
+    s3.put_object(Bucket=INVENTORY, Key=key, Body=body)
+    s3.put_object(Bucket=INVENTORY, Key=ref.checksum_key, Body=hashlib.md5(body).hexdigest().encode())
+    with pytest.raises(ManifestError, match="sourceBucket 'payroll' is not the report folder's source bucket 'images'"):
+        load_manifest(s3, INVENTORY, ref)

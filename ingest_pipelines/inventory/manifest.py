@@ -163,6 +163,8 @@ def load_manifest(client: Any, bucket: str, ref: ReportRef) -> InventoryManifest
     source_bucket = raw.get("sourceBucket")
     if not isinstance(source_bucket, str) or not source_bucket:
         raise ManifestError(f"{where}: sourceBucket is missing")
+    if source_bucket != ref.source_bucket:
+        raise ManifestError(f"{where}: sourceBucket {source_bucket!r} is not the report folder's source bucket {ref.source_bucket!r}")
     if not isinstance(raw.get("fileSchema"), str) or not raw["fileSchema"].strip():
         raise ManifestError(f"{where}: fileSchema is missing")
     schema = parse_file_schema(raw["fileSchema"], file_format)
