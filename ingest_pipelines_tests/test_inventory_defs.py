@@ -4,6 +4,7 @@ tick (cursor in, cursor out), and runs of the daily asset with its check on a re
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 
 import dagster as dg
 import pytest
@@ -13,8 +14,9 @@ from ingest_pipelines.defs import build_definitions
 from ingest_pipelines.defs.inventory.assets import REPORT_TAG
 from ingest_pipelines.demo import DemoContext
 from ingest_pipelines.inventory.demo import seed
+from ingest_pipelines.testing.inventory_report import rows_from_bucket
 from ingest_pipelines_tests import inventory_fixtures
-from ingest_pipelines_tests.inventory_fixtures import INVENTORY, InventoryScene
+from ingest_pipelines_tests.inventory_fixtures import IMAGES, INVENTORY, InventoryScene
 
 ASSET = dg.AssetKey(["faces_index", "indexed"])
 SENSOR = "faces_index__inventory_sensor"
@@ -23,6 +25,14 @@ JOB = "faces_index__index_job"
 # fixtures shared by the inventory test modules
 gateway = inventory_fixtures.gateway
 scene = inventory_fixtures.scene
+
+
+@pytest.fixture(scope="module")
+def instance() -> Iterator[dg.DagsterInstance]:
+    """One Dagster instance for the module (about 2 s each on a busy machine): the tests launch no
+    runs through the queue and assert only on their own runs' events."""
+    with dg.instance_for_test() as inst:
+        yield inst
 
 
 def definitions(scene: InventoryScene, write_config, **workflow) -> dg.Definitions:
@@ -82,7 +92,7 @@ def test_workflow_takes_no_destinations_and_needs_a_gateway_url(scene: Inventory
 def test_sensor_tick_by_tick(scene: InventoryScene, write_config, instance) -> None:
     defs = definitions(scene, write_config)
     first = tick(defs, instance, None)
-    assert first.run_requests == [] and json.loads(first.cursor) == {"marks": {}, "resume_after": None}
+    assert first.run_requests == [] and json.loads(first.cursor) == {"marks": {}, "seen": {}, "resume_after": None}
 
     # a manifest under reports/ (Batch Operations completion reports) and an incomplete report: no run
     scene.put_image("a.png", {"UserId": "fred"})
@@ -106,6 +116,19 @@ def test_sensor_tick_by_tick(scene: InventoryScene, write_config, instance) -> N
     scene.report("2024-05-03T01-00Z")
     fifth = tick(defs, instance, third.cursor)
     assert [r.partition_key for r in fifth.run_requests] == ["2024-05-02", "2024-05-03"]
+
+    # a report delivered after a newer one of its series is requested once
+    scene.report("2024-05-02T13-00Z")
+    sixth = tick(defs, instance, fifth.cursor)
+    assert [r.tags[REPORT_TAG] for r in sixth.run_requests] == ["inv/images/daily/2024-05-02T13-00Z/manifest.json"]
+    assert tick(defs, instance, sixth.cursor).run_requests == []
+
+    # a report dated after today has no partition yet: it waits instead of failing every tick
+    scene.report("2099-01-01T01-00Z", config_id="a-future")
+    scene.report("2024-05-04T01-00Z", config_id="b-daily")
+    seventh = tick(defs, instance, sixth.cursor)
+    assert [r.tags[REPORT_TAG] for r in seventh.run_requests] == ["inv/images/b-daily/2024-05-04T01-00Z/manifest.json"]
+    assert "images/a-future" not in json.loads(seventh.cursor)["marks"]
 
 
 def test_end_to_end_sensor_run_metadata_and_check(scene: InventoryScene, write_config, instance) -> None:
@@ -199,3 +222,22 @@ def test_demo_seed_loads_and_its_report_runs(s3, s3_server, write_config, instan
     finally:
         for server in ctx.servers:
             server.stop()
+
+
+def test_date_check_covers_every_report_of_the_date(scene: InventoryScene, write_config, instance) -> None:
+    # two reports on one date (two source buckets or configs): the second run's check used to hide the first's failures
+    defs = definitions(scene, write_config)
+    scene.put_image("dead.png", {"UserId": "dead"})
+    scene.put_image("fine.png", {"UserId": "fine"})
+    scene.gateway.always(500, user_id="dead")
+    rows = {row["key"]: row for row in rows_from_bucket(scene.s3, IMAGES)}
+    scene.report("2024-05-01T01-00Z", rows=[rows["dead.png"]], config_id="a-daily")
+    scene.report("2024-05-01T02-00Z", rows=[rows["fine.png"]], config_id="b-daily")
+    first, second = sorted(tick(defs, instance, None).run_requests, key=lambda r: r.tags[REPORT_TAG])
+    assert not check(run(defs, instance, first)).passed
+    evaluation = check(run(defs, instance, second))
+    assert not evaluation.passed
+    assert evaluation.metadata["dead_lettered"].data == ["dead.png"]
+    # the gateway recovers and the failed report is re-run: the date is clean
+    scene.gateway.always(200, user_id="dead")
+    assert check(run(defs, instance, first)).passed

@@ -183,3 +183,44 @@ def test_object_deleted_after_the_report_is_counted_missing(scene: InventoryScen
     rows = [{"key": "here.png", "size": 1, "etag": "e1"}, {"key": "gone.png", "size": 1, "etag": "e2"}]
     result = scene.importer().import_report(scene.report(rows=rows))
     assert result.statuses["missing"] == 1 and result.statuses["indexed"] == 1 and result.ok
+
+
+def test_unicode_keys_are_indexed_with_an_ascii_idempotency_key(scene: InventoryScene) -> None:
+    # an HTTP header is latin-1: a raw emoji key used to crash the whole run in http.client
+    scene.put_image("odd/emoji😀.jpeg", {"UserId": "emoji"})
+    scene.put_image("odd/unicodé ñ.png", {"UserId": "accent"})
+    result = scene.importer().import_report(scene.report())
+    assert result.statuses["indexed"] == 2 and result.ok
+    assert scene.tags("odd/emoji😀.jpeg")["Indexed"] == "True"
+    keys = sorted(request.headers["Idempotency-Key"] for request in scene.gateway.server.requests)
+    assert keys[0] == "images/odd/emoji%F0%9F%98%80.jpeg@" + scene.s3.head_object(Bucket=IMAGES, Key="odd/emoji😀.jpeg")["ETag"].strip('"')
+    assert keys[1].startswith("images/odd/unicod%C3%A9+%C3%B1.png@")
+
+
+def test_an_unexpected_error_on_one_object_fails_only_that_object(scene: InventoryScene) -> None:
+    scene.put_image("ok.png", {"UserId": "fine"})
+    scene.put_image("boom.png", {"UserId": "boom"})
+    importer = scene.importer()
+    register = importer.gateway.register
+
+    def explode(user_id: str, *args: object, **kwargs: object):
+        if user_id == "boom":
+            raise RuntimeError("gateway client bug")
+        return register(user_id, *args, **kwargs)
+
+    importer.gateway.register = explode  # type: ignore[method-assign]
+    result = importer.import_report(scene.report())
+    assert result.statuses["indexed"] == 1 and result.statuses["failed"] == 1
+    assert "RuntimeError: gateway client bug" in result.failures["boom.png"]
+    assert "Indexed" not in scene.tags("boom.png") and scene.tags("ok.png")["Indexed"] == "True"
+    assert "failed,InternalError," in body(scene, result.results_report)
+
+
+def test_properties_with_an_invalid_bucket_name_fail_only_that_object(scene: InventoryScene) -> None:
+    # botocore refuses the bucket name before any request (ParamValidationError, not a ClientError)
+    scene.put_image("badbucket.png", {"UserId": "u1", "Properties": "s3://Bad Bucket/props/x.json"})
+    scene.put_image("fine.png", {"UserId": "u2"})
+    result = scene.importer().import_report(scene.report())
+    assert result.statuses["indexed"] == 1 and result.statuses["failed"] == 1
+    assert "Properties file s3://Bad Bucket/props/x.json cannot be read" in result.failures["badbucket.png"]
+    assert "failed,InvalidProperties," in body(scene, result.results_report)

@@ -80,3 +80,12 @@ def test_corrupted_data_file_md5_mismatch_is_reported_and_the_rest_read(s3) -> N
     assert stats.malformed_files == 1
     assert "MD5 mismatch" in stats.file_errors[0] and manifest.files[1].key in stats.file_errors[0]
     assert sorted(table.column("key").to_pylist()) == ["img-0.png", "img-1.png", "img-4.png", "img-5.png"]
+
+
+@pytest.mark.parametrize("content", [b"", gzip.compress(b"")], ids=["zero-bytes", "empty-gzip"])
+def test_an_empty_csv_data_file_is_zero_rows_not_a_malformed_file(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "data.csv.gz"
+    path.write_bytes(content)
+    table, stats = read(path, "CSV")
+    assert table.num_rows == 0 and stats.rows == 0
+    assert stats.malformed_files == 0 and stats.file_errors == []

@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
-from ingest_pipelines.inventory.batch_manifest import results_csv, write_batch_manifest
+from ingest_pipelines.inventory.batch_manifest import encode_key, results_csv, write_batch_manifest
 from ingest_pipelines.inventory.config import InventoryWorkflow
 from ingest_pipelines.inventory.diff import InventoryDiff, ReportSnapshots, diff_reports
 from ingest_pipelines.inventory.gateway import GatewayClient
@@ -103,6 +103,45 @@ class ReportResult:
         return {**base, **{status: self.statuses[status] for status in OBJECT_STATUSES}}
 
 
+class ReportOutcomes:
+    """What each report's latest run left failing, in the state store, so the check of a date covers every
+    report of that date (several source buckets or configs deliver on one day; each has its own run):
+    `{workflow}/inventory/outcomes/{date}/{source-bucket}/{config-id}/{timestamp}.json`."""
+
+    def __init__(self, state: StateStore, workflow: str):
+        self.state = state
+        self.base = f"{workflow}/inventory/outcomes/"
+
+    def save(self, ref: ReportRef, result: ReportResult) -> None:
+        self.state.put_json(
+            f"{self.base}{ref.date}/{ref.series}/{ref.timestamp}.json",
+            {
+                "report": result.report,
+                "failed": result.failed,
+                "malformed_files": result.malformed_files,
+                "dead_lettered": result.dead_lettered,
+                "failures": result.failures,
+            },
+        )
+
+    def for_date(self, date: str) -> dict[str, Any]:
+        """Merged outcome of every report of `date` that has run: failed, malformed_files, dead_lettered,
+        failures (at most MAX_LISTED each) and the reports."""
+        merged: dict[str, Any] = {"failed": 0, "malformed_files": 0, "dead_lettered": [], "failures": {}, "reports": []}
+        for key in sorted(self.state.keys(f"{self.base}{date}/")):
+            outcome = self.state.get_json(key) if key.endswith(".json") else None
+            if not outcome:
+                continue
+            merged["reports"].append(outcome["report"])
+            merged["failed"] += outcome["failed"]
+            merged["malformed_files"] += outcome["malformed_files"]
+            merged["dead_lettered"] = (merged["dead_lettered"] + outcome["dead_lettered"])[:MAX_LISTED]
+            for name, reason in outcome["failures"].items():
+                if len(merged["failures"]) < MAX_LISTED:
+                    merged["failures"][name] = reason
+        return merged
+
+
 class InventoryImport:
     """Imports reports of one workflow. `store` is the inventory source (reports + Batch manifests);
     the objects a report lists are read with the same client, in the report's sourceBucket."""
@@ -122,6 +161,7 @@ class InventoryImport:
         self.history = history
         self.gateway = gateway
         self.snapshots = ReportSnapshots(state, workflow.name)
+        self.outcomes = ReportOutcomes(state, workflow.name)
         self.log = log or logging.getLogger(__name__)
         self._gateway_slots = threading.Semaphore(workflow.gateway.concurrency)
 
@@ -180,6 +220,7 @@ class InventoryImport:
         result.results_report = f"s3://{self.store.bucket}/{results_key}"
         # saved last: a run that dies before this point re-diffs against the same previous report
         self.snapshots.upload(ref, snapshot_path)
+        self.outcomes.save(ref, result)
         return result
 
     def _report_key(self, ref: ReportRef, name: str) -> str:
@@ -199,7 +240,15 @@ class InventoryImport:
         with ThreadPoolExecutor(max_workers=self.workflow.threads, thread_name_prefix="inventory") as pool:
             for start in range(0, candidates.num_rows, CHUNK):
                 rows = candidates.slice(start, CHUNK).to_pylist()
-                yield from pool.map(lambda row: self.process_object(bucket, row), rows)
+                yield from pool.map(lambda row: self._process_guarded(bucket, row), rows)
+
+    def _process_guarded(self, bucket: str, row: dict[str, Any]) -> ObjectResult:
+        # one object's unforeseen error (a transport error, a bug) must not lose the rest of the report
+        try:
+            return self.process_object(bucket, row)
+        except Exception as exc:
+            self.log.exception(f"s3://{bucket}/{row['key']}: unexpected error")
+            return ObjectResult(row["key"], row.get("version_id"), "failed", f"{type(exc).__name__}: {exc}", "InternalError")
 
     # ------------------------------------------------------------------ one object
 
@@ -233,7 +282,9 @@ class InventoryImport:
                 return ObjectResult(key, version_id, "missing", "object no longer exists")
             return ObjectResult(key, version_id, "failed", f"GetObject failed: {exc}", "ReadFailed")
         with self._gateway_slots:
-            answer = self.gateway.register(decision.user_id, properties, image, idempotency_key=f"{bucket}/{key}@{version_id or etag}")
+            # URL-encoded like the Batch manifest: a header is latin-1 and a key may hold any character
+            idempotency_key = f"{bucket}/{encode_key(key)}@{version_id or etag}"
+            answer = self.gateway.register(decision.user_id, properties, image, idempotency_key=idempotency_key)
         if not answer.ok:
             self.history.record(bucket, key, version_id, etag, decision.user_id, FAILED, answer.attempts, answer.response)
             reason = f"gateway failed after {answer.attempts} attempt(s): {answer.error_code} {answer.response[:200]}".strip()
@@ -256,7 +307,7 @@ class InventoryImport:
         bucket, key = parse_properties_uri(uri)
         try:
             response = self.client.get_object(Bucket=bucket, Key=key)
-        except ClientError as exc:
+        except (ClientError, BotoCoreError) as exc:
             raise PropertiesError(f"Properties file {uri} cannot be read: {exc}") from None
         if int(response.get("ContentLength") or 0) > MAX_PROPERTIES_BYTES:
             response["Body"].close()

@@ -10,6 +10,7 @@ import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import date, timedelta
 from typing import Any
 
 import orjson
@@ -22,6 +23,10 @@ REPORT_FOLDER = re.compile(r"^(?P<date>\d{4}-\d{2}-\d{2})T\d{2}-\d{2}Z$")
 #: folders that hold other things than reports: Batch Operations completion reports, Athena/Hive symlinks.
 IGNORED_FOLDERS = frozenset({"reports", "hive"})
 FILE_FORMATS = ("CSV", "Parquet", "ORC")
+#: what the sensor puts in place of a manifest.checksum it cannot read: the run reads it again and fails with the reason.
+UNREADABLE_CHECKSUM = "unreadable"
+#: how many days before a series' newest report the sensor still looks for reports delivered late.
+LATE_REPORT_DAYS = 7
 
 
 class ManifestError(RuntimeError):
@@ -158,11 +163,18 @@ def load_manifest(client: Any, bucket: str, ref: ReportRef) -> InventoryManifest
     source_bucket = raw.get("sourceBucket")
     if not isinstance(source_bucket, str) or not source_bucket:
         raise ManifestError(f"{where}: sourceBucket is missing")
-    schema = parse_file_schema(str(raw.get("fileSchema") or ""), file_format)
+    if source_bucket != ref.source_bucket:
+        raise ManifestError(f"{where}: sourceBucket {source_bucket!r} is not the report folder's source bucket {ref.source_bucket!r}")
+    if not isinstance(raw.get("fileSchema"), str) or not raw["fileSchema"].strip():
+        raise ManifestError(f"{where}: fileSchema is missing")
+    schema = parse_file_schema(raw["fileSchema"], file_format)
     if file_format == "CSV" and "Key" not in schema:
         raise ManifestError(f"{where}: fileSchema {raw.get('fileSchema')!r} has no Key column")
+    # no `files` is a broken manifest, not an empty report (whose empty snapshot would make the next day re-check everything)
+    if not isinstance(raw.get("files"), list):
+        raise ManifestError(f"{where}: files is missing or not a list")
     files = []
-    for index, item in enumerate(raw.get("files") or []):
+    for index, item in enumerate(raw["files"]):
         try:
             files.append(DataFile(key=str(item["key"]), size=int(item.get("size", -1)), md5=str(item["MD5checksum"]).lower()))
         except (KeyError, TypeError, ValueError) as exc:
@@ -236,13 +248,27 @@ def report_series(
 
 
 def report_folders(
-    client: Any, bucket: str, prefix: str, source_bucket: str, config_id: str, after: str | None = None, budget: ListingBudget | None = None
+    client: Any,
+    bucket: str,
+    prefix: str,
+    source_bucket: str,
+    config_id: str,
+    after: str | None = None,
+    budget: ListingBudget | None = None,
+    since: str | None = None,
 ) -> Iterator[ReportRef]:
-    """Report folders of one series in time order, only those after the `after` timestamp."""
+    """Report folders of one series in time order: those after the `after` timestamp, or with `since`
+    (a date or timestamp) every one from then on."""
     base = f"{normalize_prefix(prefix)}{source_bucket}/{config_id}/"
-    for name in _folders(client, bucket, base, budget, start_after=f"{base}{after}/" if after else None):
-        if REPORT_FOLDER.match(name) and (after is None or name > after):
+    start_after = f"{base}{since}" if since else f"{base}{after}/" if after else None
+    for name in _folders(client, bucket, base, budget, start_after=start_after):
+        if REPORT_FOLDER.match(name) and (since is not None or after is None or name > after):
             yield ReportRef(f"{base}{name}/", source_bucket, config_id, name)
+
+
+def late_window_start(mark: str) -> str:
+    """The first day the sensor re-lists for late reports of a series whose newest report is `mark`."""
+    return (date.fromisoformat(mark[:10]) - timedelta(days=LATE_REPORT_DAYS)).isoformat()
 
 
 @dataclass
@@ -256,32 +282,87 @@ class FoundReports:
     complete: bool
     #: series to start from next tick when not complete
     resume_after: str | None = None
+    #: reports whose manifest.checksum could not be read (the reason), requested anyway
+    problems: list[str] = field(default_factory=list)
+    #: `{source-bucket}/{config-id}` -> timestamps found complete within LATE_REPORT_DAYS of the mark
+    seen: dict[str, list[str]] = field(default_factory=dict)
 
 
 def find_new_reports(
-    client: Any, bucket: str, prefix: str, marks: dict[str, str], budget: ListingBudget, resume_after: str | None = None
+    client: Any,
+    bucket: str,
+    prefix: str,
+    marks: dict[str, str],
+    budget: ListingBudget,
+    resume_after: str | None = None,
+    seen: dict[str, list[str]] | None = None,
+    until: str | None = None,
 ) -> FoundReports:
-    """Complete reports newer than each series' mark. A report without manifest.checksum yet stops its
-    series' mark (AWS writes the checksum last), so it is found again once it is complete."""
+    """Complete reports newer than each series' mark, and reports delivered late (older than the mark,
+    within LATE_REPORT_DAYS of it, not in `seen`). A report without manifest.checksum yet stops its
+    series' mark (AWS writes the checksum last), so it is found again once it is complete. A series
+    without a `seen` entry (a cursor from before late reports were looked for) takes everything up to
+    its mark as seen. A report dated after `until` (the last date with a partition) waits, like an
+    incomplete one, until its date comes."""
     marks = dict(marks)
+    seen_sets = {series: set(stamps) for series, stamps in (seen or {}).items()}
     found: list[tuple[ReportRef, str]] = []
+    problems: list[str] = []
     last_series: str | None = None
+
+    def result(complete: bool) -> FoundReports:
+        pruned = {
+            series: sorted(stamp for stamp in stamps if series in marks and stamp[:10] >= late_window_start(marks[series]))
+            for series, stamps in seen_sets.items()
+        }
+        return FoundReports(
+            found,
+            marks,
+            complete=complete,
+            resume_after=None if complete else (last_series or resume_after),
+            problems=problems,
+            seen={series: stamps for series, stamps in pruned.items() if stamps},
+        )
+
     try:
         for source_bucket, config_id in report_series(client, bucket, prefix, budget, resume_after):
             series = f"{source_bucket}/{config_id}"
+            mark = marks.get(series)
+            known = seen_sets.get(series)
+            series_seen = seen_sets.setdefault(series, set())
             advancing = True
-            for ref in report_folders(client, bucket, prefix, source_bucket, config_id, marks.get(series), budget):
-                checksum = read_checksum(client, bucket, ref)
-                if checksum is None:
+            since = late_window_start(mark) if mark else None
+            for ref in report_folders(client, bucket, prefix, source_bucket, config_id, mark, budget, since=since):
+                late = mark is not None and ref.timestamp <= mark
+                if late and known is None:
+                    # a cursor from before late reports were looked for: what it passed was handled
+                    series_seen.add(ref.timestamp)
+                    continue
+                if late and ref.timestamp in known:
+                    continue
+                if until is not None and ref.date > until:
+                    # no partition for that date yet: a run request would fail the whole tick
+                    problems.append(f"{ref.manifest_key}: inventory date {ref.date} is after {until}; requested once that day has come")
                     advancing = False
                     continue
+                try:
+                    checksum = read_checksum(client, bucket, ref)
+                except ManifestError as exc:
+                    # one bad report must not fail every tick (and hide every later report): its run
+                    # reads it again and fails with the reason, in the UI
+                    checksum = UNREADABLE_CHECKSUM
+                    problems.append(f"{exc}; its run is requested anyway and fails with this reason")
+                if checksum is None:
+                    advancing = advancing and late
+                    continue
                 found.append((ref, checksum))
-                if advancing:
+                series_seen.add(ref.timestamp)
+                if advancing and not late:
                     marks[series] = ref.timestamp
             last_series = series
     except _BudgetSpent:
-        return FoundReports(found, marks, complete=False, resume_after=last_series or resume_after)
-    return FoundReports(found, marks, complete=True)
+        return result(complete=False)
+    return result(complete=True)
 
 
 def reports_for_date(client: Any, bucket: str, prefix: str, date: str) -> list[ReportRef]:

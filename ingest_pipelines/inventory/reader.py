@@ -212,7 +212,11 @@ def read_csv_file(path: Path, columns: list[str], problems: ReadStats, where: st
         return "skip"
 
     include = [name for name in columns if _fold(name) in WANTED or _fold(name) in FLAGS]
-    stream = pa.CompressedInputStream(pa.OSFile(str(path)), "gzip") if _is_gzip(path) else pa.OSFile(str(path))
+    gzipped = _is_gzip(path)
+    if _is_empty(path, gzipped):
+        # a data file of a bucket (slice) with no objects: zero rows, not a broken file
+        return
+    stream = pa.CompressedInputStream(pa.OSFile(str(path)), "gzip") if gzipped else pa.OSFile(str(path))
     reader = pacsv.open_csv(
         stream,
         # one thread: the streaming reader gains little from more, and measured slower on 2 busy cores
@@ -230,6 +234,13 @@ def read_csv_file(path: Path, columns: list[str], problems: ReadStats, where: st
 def _is_gzip(path: Path) -> bool:
     with path.open("rb") as handle:
         return handle.read(2) == b"\x1f\x8b"
+
+
+def _is_empty(path: Path, gzipped: bool) -> bool:
+    if not gzipped:
+        return path.stat().st_size == 0
+    with pa.CompressedInputStream(pa.OSFile(str(path)), "gzip") as stream:
+        return not stream.read(1)
 
 
 def read_parquet_file(path: Path, problems: ReadStats, where: str) -> Iterator[pa.RecordBatch]:

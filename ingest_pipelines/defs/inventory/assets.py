@@ -80,12 +80,13 @@ def build_indexed_asset(workflow: InventoryWorkflow, config: IngestConfig) -> dg
         try:
             importer = InventoryImport(workflow, store, state, history, gateway, log=context.log)
             results = [importer.import_report(ref) for ref in _reports(context, store, context.partition_key)]
+            date_outcome = importer.outcomes.for_date(context.partition_key)
         finally:
             gateway.close()
             history.close()
         for result in results:
             if result.dead_lettered:
                 context.log.error(f"{result.report}: dead-lettered after every gateway attempt: {', '.join(result.dead_lettered[:20])}")
-        return dg.MaterializeResult(metadata=report_metadata(results), check_results=[index_check_result(asset_key, results)])
+        return dg.MaterializeResult(metadata=report_metadata(results), check_results=[index_check_result(asset_key, date_outcome)])
 
     return indexed

@@ -1,11 +1,11 @@
 """The per-date asset check of an inventory workflow: fails when an object failed or was dead-lettered,
-or a data file of the report could not be used."""
+or a data file could not be used, in any report of the date (each report's latest run counts)."""
 
 from __future__ import annotations
 
-import dagster as dg
+from typing import Any
 
-from ingest_pipelines.inventory.importer import ReportResult
+import dagster as dg
 
 CHECK_NAME = "no_failures"
 
@@ -19,10 +19,9 @@ def index_check_spec(asset_key: dg.AssetKey, partitions_def: dg.PartitionsDefini
     )
 
 
-def index_check_result(asset_key: dg.AssetKey, results: list[ReportResult]) -> dg.AssetCheckResult:
-    failed = sum(result.failed for result in results)
-    dead_lettered = [key for result in results for key in result.dead_lettered]
-    malformed_files = sum(result.malformed_files for result in results)
+def index_check_result(asset_key: dg.AssetKey, date_outcome: dict[str, Any]) -> dg.AssetCheckResult:
+    """`date_outcome`: ReportOutcomes.for_date, every report of the date that has run (not only this run's)."""
+    failed, malformed_files = date_outcome["failed"], date_outcome["malformed_files"]
     return dg.AssetCheckResult(
         asset_key=asset_key,
         check_name=CHECK_NAME,
@@ -30,8 +29,9 @@ def index_check_result(asset_key: dg.AssetKey, results: list[ReportResult]) -> d
         severity=dg.AssetCheckSeverity.ERROR,
         metadata={
             "failed": failed,
-            "dead_lettered": dg.MetadataValue.json(dead_lettered),
-            "failures": dg.MetadataValue.json({k: v for result in results for k, v in result.failures.items()}),
+            "dead_lettered": dg.MetadataValue.json(date_outcome["dead_lettered"]),
+            "failures": dg.MetadataValue.json(date_outcome["failures"]),
             "malformed_files": malformed_files,
+            "reports": dg.MetadataValue.json(date_outcome["reports"]),
         },
     )

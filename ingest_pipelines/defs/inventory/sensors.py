@@ -9,6 +9,7 @@ import dagster as dg
 
 from ingest_pipelines.config import dagster_name
 from ingest_pipelines.defs.inventory.assets import REPORT_TAG
+from ingest_pipelines.defs.inventory.partitions import inventory_partitions
 from ingest_pipelines.defs.resources import store_resource_key
 from ingest_pipelines.inventory.config import InventoryWorkflow
 from ingest_pipelines.inventory.manifest import ListingBudget, find_new_reports
@@ -18,6 +19,7 @@ def build_inventory_sensor(workflow: InventoryWorkflow, job: dg.UnresolvedAssetJ
     dname = dagster_name(workflow.name)
     source_key = store_resource_key("source", workflow.source or "")
     start = workflow.startDate.isoformat()
+    partitions = inventory_partitions(workflow)
 
     @dg.sensor(
         name=f"{dname}__inventory_sensor",
@@ -31,7 +33,19 @@ def build_inventory_sensor(workflow: InventoryWorkflow, job: dg.UnresolvedAssetJ
         store = getattr(context.resources, source_key).get_store()
         cursor = json.loads(context.cursor) if context.cursor else {}
         budget = ListingBudget(workflow.maxPagesPerTick, workflow.tickSeconds)
-        found = find_new_reports(store.client, store.bucket, store.prefix, cursor.get("marks", {}), budget, cursor.get("resume_after"))
+        found = find_new_reports(
+            store.client,
+            store.bucket,
+            store.prefix,
+            cursor.get("marks", {}),
+            budget,
+            cursor.get("resume_after"),
+            cursor.get("seen", {}),
+            # "" (no partition at all yet, startDate ahead) holds every report back
+            until=partitions.get_last_partition_key() or "",
+        )
+        for problem in found.problems:
+            context.log.warning(problem)
         requests = []
         for ref, checksum in sorted(found.reports, key=lambda item: (item[0].timestamp, item[0].series)):
             if ref.date < start:
@@ -42,7 +56,7 @@ def build_inventory_sensor(workflow: InventoryWorkflow, job: dg.UnresolvedAssetJ
             )
         if not found.complete:
             context.log.info(f"listing budget spent after {budget.calls} list calls; resuming after {found.resume_after!r} next tick")
-        new_cursor = {"marks": found.marks, "resume_after": None if found.complete else found.resume_after}
+        new_cursor = {"marks": found.marks, "seen": found.seen, "resume_after": None if found.complete else found.resume_after}
         return dg.SensorResult(run_requests=requests, cursor=json.dumps(new_cursor, sort_keys=True))
 
     return inventory_sensor
