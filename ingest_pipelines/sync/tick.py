@@ -99,14 +99,14 @@ class _TickState:
 
 
 def sqs_client(config: S3StoreConfig) -> Any:
-    import boto3
+    from ingest_pipelines.storage.s3 import create_client
 
     creds = {
         "aws_access_key_id": config.accessKeyID.reveal() if config.accessKeyID else None,
         "aws_secret_access_key": config.secretAccessKey.reveal() if config.secretAccessKey else None,
         "aws_session_token": config.sessionToken.reveal() if config.sessionToken else None,
     }
-    return boto3.session.Session().client(
+    return create_client(
         "sqs", endpoint_url=config.endpoint_url(), region_name=config.region or "us-east-1", **{k: v for k, v in creds.items() if v}
     )
 
