@@ -208,3 +208,33 @@ def test_events_mode_through_sqs(tmp_path, s3, s3_server) -> None:
     body = {"Records": [{"s3": {"bucket": {"name": "src"}, "object": {"key": "p/dir/a+b%2Bc%2520%C3%A9//x.txt"}}}]}
     sqs.send_message(QueueUrl=queue, MessageBody=orjson.dumps(body).decode())
     assert rig.changes(rig.tick()) == []
+
+
+def test_events_tick_is_bounded_and_leaves_the_rest_in_the_queue(tmp_path, s3, s3_server) -> None:
+    """A burst of events larger than one tick's time is taken a part per tick (never past the budget,
+    which would hit Dagster's sensor timeout); the rest returns to the queue at once, nothing is lost."""
+    sqs = s3_server.client("sqs")
+    queue = sqs.create_queue(QueueName="burst-events")["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    s3.create_bucket(Bucket="src")
+    s3.create_bucket(Bucket="dst")
+    s3.put_bucket_notification_configuration(
+        Bucket="src",
+        NotificationConfiguration={"QueueConfigurations": [{"QueueArn": arn, "Events": ["s3:ObjectCreated:*"]}]},
+    )
+    source = s3_config(s3_server.endpoint_url, "src", "src", changes="events", queueUrl=queue)
+    rig = SyncRig(tmp_path, source, [s3_config(s3_server.endpoint_url, "dst", "dst")], tickSeconds=0.001, threads=2)
+    rig.tick()  # the (empty) snapshot
+    keys = [f"k{i:02d}" for i in range(30)]
+    for key in keys:
+        put(s3, "src", key)
+    seen: list[tuple[str, str]] = []
+    for _ in range(30):
+        outcome = rig.tick()
+        assert len(rig.changes(outcome)) < len(keys)  # one tick never takes the whole burst here
+        seen.extend(rig.changes(outcome))
+        if len(seen) == len(keys):
+            break
+    assert sorted(seen) == [("create", key) for key in keys]
+    assert rig.changes(rig.tick()) == []
+    assert sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10).get("Messages", []) == []
