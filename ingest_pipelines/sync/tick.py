@@ -66,11 +66,9 @@ class _TickState:
         self.workflow = workflow
         self.overlay: dict[str, IndexEntry | None] = {}
 
-    def _merge(self, found: dict[str, IndexEntry], keys: list[str] | None, after: str | None, upto: str | None) -> dict[str, IndexEntry]:
+    def _merge(self, found: dict[str, IndexEntry], after: str | None, upto: str | None) -> dict[str, IndexEntry]:
         for key, entry in self.overlay.items():
-            if keys is not None and key not in keys:
-                continue
-            if keys is None and ((after and key <= after) or (upto is not None and key > upto)):
+            if (after and key <= after) or (upto is not None and key > upto):
                 continue
             if entry is None:
                 found.pop(key, None)
@@ -79,11 +77,19 @@ class _TickState:
         return found
 
     def range(self, after: str, upto: str | None) -> dict[str, IndexEntry]:
-        return self._merge(self.ledger.index_range(self.workflow, after or None, upto), None, after or None, upto)
+        return self._merge(self.ledger.index_range(self.workflow, after or None, upto), after or None, upto)
 
     def get(self, keys: list[str]) -> dict[str, IndexEntry]:
-        wanted = list(keys)
-        return self._merge(self.ledger.index_get(self.workflow, wanted), wanted, None, None)
+        found = self.ledger.index_get(self.workflow, keys)
+        # look each key up in the overlay (it grows by a page per listing): O(keys), not O(overlay x keys)
+        for key in keys:
+            if key in self.overlay:
+                entry = self.overlay[key]
+                if entry is None:
+                    found.pop(key, None)
+                else:
+                    found[key] = entry
+        return found
 
     def apply(self, diff: PageDiff) -> None:
         for key in diff.deletes:
