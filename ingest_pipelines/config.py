@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 log = logging.getLogger(__name__)
 
@@ -155,9 +155,16 @@ class S3StoreConfig(StoreConfig):
     deletes: bool = False
     #: sync source: how changes are found: "list" (ListObjects/ListObjectVersions) or "events" (SQS).
     changes: Literal["list", "events"] = "list"
-    queueUrl: str | None = None
+    queueUrl: str | None = Field(default=None, validate_default=True)
 
     secret_fields: ClassVar[tuple[str, ...]] = ("accessKeyID", "secretAccessKey", "sessionToken")
+
+    @field_validator("queueUrl")
+    @classmethod
+    def _queue_for_events(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if info.data.get("changes") == "events" and not value:
+            raise ValueError("required with `changes: events` (the SQS queue that receives the bucket's S3 event notifications)")
+        return value
 
     @field_validator("bucket")
     @classmethod

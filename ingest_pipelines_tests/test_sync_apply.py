@@ -10,6 +10,7 @@ import pytest
 
 from ingest_pipelines.config import FilesystemStoreConfig
 from ingest_pipelines.sync.apply import SyncApplyError
+from ingest_pipelines.sync.resync import resync_batches
 from ingest_pipelines.sync.verify import destinations_match
 from ingest_pipelines.sync.webhook import WebhookError, post_uris
 from ingest_pipelines.testing.http_server import Response
@@ -291,3 +292,46 @@ def test_stale_temp_files_of_a_killed_writer_are_swept(tmp_path, buckets, s3_ser
     rig.run_until_idle()
     rig.apply()
     assert not stale.exists() and fresh.exists() and (folder / "dir" / "a").is_file()
+
+
+def test_large_streamed_copy_passes_the_check_and_is_found_present_again(tmp_path, buckets, s3_server) -> None:
+    """A streamed copy above the multipart threshold has an `md5-N` ETag unlike the source's MD5: the
+    check must not call that a mismatch, and a snapshot backfill must not copy the object again."""
+    s3 = buckets
+    body = os.urandom(17 * 1024 * 1024)
+    s3.put_object(Bucket="src", Key="big.bin", Body=body)
+    other = s3_server.endpoint_url.replace("127.0.0.1", "localhost")
+    rig = SyncRig(tmp_path, s3_config(s3_server.endpoint_url, "src", "src"), [s3_config(other, "dst", "dst")])
+    rig.run_until_idle()
+    assert rig.apply().copied == 1
+    assert "-" in s3.head_object(Bucket="dst", Key="big.bin")["ETag"]
+    outcome = destinations_match("wf", rig.emitted[0], rig.source, rig.destinations, rig.ledger)
+    assert outcome.passed, outcome.problems
+    (batch,) = resync_batches(rig.workflow, "all", rig.source, rig.ledger, time.time())
+    again = rig.applier.apply(batch, resync=True)
+    assert again.copied == 0 and again.already_present == 1
+
+
+def test_folder_placeholder_keys_become_folders(tmp_path, buckets, s3_server) -> None:
+    """`dir/` (what S3 consoles create for a folder) is a directory in a folder destination, not a
+    file that would block `dir/a.txt`; deleting it removes the directory only when it is empty."""
+    s3 = buckets
+    for key in ("dir/", "dir/a.txt", "empty/"):
+        put(s3, "src", key, b"" if key.endswith("/") else b"a")
+    folder = tmp_path / "folder"
+    rig = SyncRig(
+        tmp_path,
+        s3_config(s3_server.endpoint_url, "src", "src"),
+        [FilesystemStoreConfig(name="folder", path=str(folder), deletes=True)],
+    )
+    rig.run_until_idle()
+    result = rig.apply()
+    assert result.failures == [] and result.copied == 3
+    assert (folder / "dir" / "a.txt").read_bytes() == b"a" and (folder / "empty").is_dir()
+    assert destinations_match("wf", rig.emitted[0], rig.source, rig.destinations, rig.ledger).passed
+    s3.delete_object(Bucket="src", Key="dir/")
+    s3.delete_object(Bucket="src", Key="empty/")
+    rig.emitted.clear()
+    assert sorted(rig.run_until_idle()) == [("delete", "dir/"), ("delete", "empty/")]
+    assert rig.apply().deleted_in_destinations == 2
+    assert not (folder / "empty").exists() and (folder / "dir" / "a.txt").is_file()

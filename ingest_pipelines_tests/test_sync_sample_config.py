@@ -64,6 +64,9 @@ def test_secrets_stay_env_vars_in_resources(defs) -> None:
         ({"shards": ["a/", "a/"]}, "a shard prefix is listed twice"),
         ({"changesStart": "yesterday"}, "must be a date YYYY-MM-DD"),
         ({"pageSize": 5000}, "pageSize"),
+        ({"tickSeconds": "10m"}, "field 'tickSeconds': .*at most 45s"),
+        ({"webhook": "hooks.local/ingest"}, "field 'webhook': .*not an http\\(s\\) URL"),
+        ({"shards": ["2024...2025/"]}, "field 'shards': .*cannot be a Dagster partition key"),
     ],
 )
 def test_bad_sync_options_are_named(write_config, change, message) -> None:
@@ -73,4 +76,14 @@ def test_bad_sync_options_are_named(write_config, change, message) -> None:
         "workflows": [{"name": "w", "source": "s", "destinations": ["d"], **change}],
     }
     with pytest.raises(ConfigError, match=message):
+        load_config(write_config(doc))
+
+
+def test_events_mode_without_queue_is_a_config_error(write_config) -> None:
+    doc = {
+        "sources": [{"name": "s", "type": "s3", "bucket": "b", "changes": "events"}],
+        "destinations": [{"name": "d", "type": "filesystem", "path": "/tmp/y"}],
+        "workflows": [{"name": "w", "source": "s", "destinations": ["d"]}],
+    }
+    with pytest.raises(ConfigError, match=r"sources\[0\] \(s\): field 'queueUrl': .*required with `changes: events`"):
         load_config(write_config(doc))

@@ -17,6 +17,12 @@ from ingest_pipelines.config import FilesystemStoreConfig
 from ingest_pipelines.storage import ObjectInfo, StoreError
 
 
+def is_folder_key(key: str) -> bool:
+    """A key ending in `/` (the "folder" placeholder S3 consoles create) is a directory here, not a file:
+    as a file it would block every key below it."""
+    return key.endswith("/")
+
+
 class FilesystemStore:
     def __init__(self, config: FilesystemStoreConfig):
         self.config = config
@@ -78,6 +84,10 @@ class FilesystemStore:
 
     def head(self, key: str) -> ObjectInfo | None:
         path = self.path(key)
+        if is_folder_key(key):
+            if not path.is_dir():
+                return None
+            return ObjectInfo(key=key, size=0, etag="folder", last_modified=datetime.fromtimestamp(path.stat().st_mtime, tz=UTC))
         return self._info(path) if path.is_file() else None
 
     def open(self, key: str) -> BinaryIO:
@@ -104,15 +114,30 @@ class FilesystemStore:
             Path(tmp).unlink(missing_ok=True)
             raise
 
+    def _make_folder(self, key: str, content: bytes) -> None:
+        if content:
+            raise StoreError(f"{self.config.name}: key {key!r} ends in '/' but has content: a folder cannot hold it")
+        self.path(key).mkdir(parents=True, exist_ok=True)
+
     def put_bytes(self, key: str, data: bytes, content_type: str | None = None, metadata: dict[str, str] | None = None) -> None:
+        if is_folder_key(key):
+            return self._make_folder(key, data)
         self._atomic_write(key, lambda handle: handle.write(data))
 
     def upload_fileobj(self, key: str, fileobj: BinaryIO, content_type: str | None = None, metadata: dict[str, str] | None = None) -> None:
+        if is_folder_key(key):
+            return self._make_folder(key, fileobj.read(1))
         self._atomic_write(key, lambda handle: shutil.copyfileobj(fileobj, handle, 1024 * 1024))
 
     def delete(self, key: str) -> None:
         path = self.path(key)
-        path.unlink(missing_ok=True)
+        if is_folder_key(key):
+            try:
+                path.rmdir()
+            except OSError:
+                pass  # gone already, or other objects still live in the folder: it stays
+        else:
+            path.unlink(missing_ok=True)
         # drop folders the delete left empty, up to the root
         parent = path.parent
         while parent != self.root and self.root in parent.parents:

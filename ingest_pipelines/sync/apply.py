@@ -20,6 +20,7 @@ from botocore.exceptions import ClientError
 
 from ingest_pipelines.config import FilesystemStoreConfig, S3StoreConfig, StoreConfig
 from ingest_pipelines.storage import ObjectInfo, ObjectStore, StoreError
+from ingest_pipelines.storage.filesystem import is_folder_key
 from ingest_pipelines.sync.batches import ChangeBatch
 from ingest_pipelines.sync.changes import Change
 from ingest_pipelines.sync.config import SyncWorkflow
@@ -305,7 +306,7 @@ class BatchApplier:
                 return _Outcome(change, dest, "present", uri=uri)
             if not held.looked:
                 held.info = self._head(dest, change)
-            if held.info is not None and self._same(dest, held.info, change):
+            if held.info is not None and self._holds(dest, held.info, change):
                 if dest.markers and not held.marker:
                     self._put_marker(dest, change.key)
                     return _Outcome(change, dest, "marker-only", uri=uri)
@@ -322,6 +323,8 @@ class BatchApplier:
 
     def _head(self, dest: Destination, change: Change) -> ObjectInfo | None:
         if isinstance(dest.config, FilesystemStoreConfig):
+            if is_folder_key(change.key):
+                return dest.store.head(change.key)
             path = dest.store.path(change.key)  # type: ignore[attr-defined]
             if not path.is_file():
                 return None
@@ -329,12 +332,20 @@ class BatchApplier:
             return ObjectInfo(change.key, stat.st_size, "", _mtime(stat.st_mtime))  # type: ignore[arg-type]
         return dest.store.head(change.key)
 
-    @staticmethod
-    def _same(dest: Destination, info: ObjectInfo, change: Change) -> bool:
-        """Same object: the S3 ETag matches; in a folder, same size and the mtime we set to LastModified."""
+    def _holds(self, dest: Destination, info: ObjectInfo, change: Change) -> bool:
+        """Same object: the S3 ETag matches; in a folder, same size and the mtime we set to LastModified.
+        ETags of different forms (a multipart upload's `md5-N` vs a single PUT's MD5, as a streamed copy
+        of a large object produces) cannot be compared: then the ledger says whether this version was
+        written here (without it, the object is copied again rather than wrongly taken as present)."""
         if isinstance(dest.config, FilesystemStoreConfig):
             return info.size == change.size and abs(_unix(info.last_modified) - change.changed_at) < 1.0
-        return info.etag == change.etag and info.size == change.size
+        if info.size != change.size:
+            return False
+        if info.etag == change.etag:
+            return True
+        if etags_comparable(info.etag, change.etag):
+            return False
+        return (change.key, change.version) in self.ledger.applied_versions(self.workflow.name, dest.name, [change.key])
 
     def _copy(self, change: Change, dest: Destination) -> None:
         if self._server_side.get(dest.name):
@@ -557,6 +568,12 @@ def range_listing(store: Any, full_keys: list[str]) -> dict[str, dict[str, Any]]
             return None
         kwargs["ContinuationToken"] = page["NextContinuationToken"]
         kwargs.pop("StartAfter", None)
+
+
+def etags_comparable(first: str, second: str) -> bool:
+    """Whether two ETags of one content must be equal: only two single-part ETags (the content's MD5)
+    are; a multipart ETag (`md5-N`) depends on how the object was uploaded."""
+    return bool(first) and bool(second) and "-" not in first and "-" not in second
 
 
 def _unix(value: Any) -> float:

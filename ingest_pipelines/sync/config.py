@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from datetime import datetime
+from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator
 
 from ingest_pipelines.config import Duration, WorkflowConfig, register_kind
+
+#: the most a sensor tick may spend listing (Dagster's sensor timeout is 60 s; the commit follows).
+MAX_TICK_SECONDS = 45.0
 
 
 @register_kind("sync")
@@ -36,6 +40,28 @@ class SyncWorkflow(WorkflowConfig):
             raise ValueError("a shard prefix is listed twice")
         if any(not shard for shard in value):
             raise ValueError("a shard prefix must not be empty (omit `shards` for one shard `all`)")
+        for shard in value:
+            # shards are Dagster partition keys: `...` means a range there, control characters do not display
+            if "..." in shard or any(ord(char) < 32 for char in shard):
+                raise ValueError(f"shard prefix {shard!r} cannot be a Dagster partition key (no '...' or control characters)")
+        return value
+
+    @field_validator("tickSeconds")
+    @classmethod
+    def _tick_under_sensor_timeout(cls, value: float) -> float:
+        # Dagster abandons a sensor evaluation after 60 s; the tick must end well before
+        if not 0 < value <= MAX_TICK_SECONDS:
+            raise ValueError(f"tickSeconds must be more than 0s and at most {MAX_TICK_SECONDS:g}s (Dagster's sensor timeout is 60s)")
+        return value
+
+    @field_validator("webhook")
+    @classmethod
+    def _webhook_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError(f"webhook {value!r} is not an http(s) URL")
         return value
 
     @field_validator("changesStart")

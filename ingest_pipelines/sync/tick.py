@@ -66,11 +66,9 @@ class _TickState:
         self.workflow = workflow
         self.overlay: dict[str, IndexEntry | None] = {}
 
-    def _merge(self, found: dict[str, IndexEntry], keys: list[str] | None, after: str | None, upto: str | None) -> dict[str, IndexEntry]:
+    def _merge(self, found: dict[str, IndexEntry], after: str | None, upto: str | None) -> dict[str, IndexEntry]:
         for key, entry in self.overlay.items():
-            if keys is not None and key not in keys:
-                continue
-            if keys is None and ((after and key <= after) or (upto is not None and key > upto)):
+            if (after and key <= after) or (upto is not None and key > upto):
                 continue
             if entry is None:
                 found.pop(key, None)
@@ -79,11 +77,19 @@ class _TickState:
         return found
 
     def range(self, after: str, upto: str | None) -> dict[str, IndexEntry]:
-        return self._merge(self.ledger.index_range(self.workflow, after or None, upto), None, after or None, upto)
+        return self._merge(self.ledger.index_range(self.workflow, after or None, upto), after or None, upto)
 
     def get(self, keys: list[str]) -> dict[str, IndexEntry]:
-        wanted = list(keys)
-        return self._merge(self.ledger.index_get(self.workflow, wanted), wanted, None, None)
+        found = self.ledger.index_get(self.workflow, keys)
+        # look each key up in the overlay (it grows by a page per listing): O(keys), not O(overlay x keys)
+        for key in keys:
+            if key in self.overlay:
+                entry = self.overlay[key]
+                if entry is None:
+                    found.pop(key, None)
+                else:
+                    found[key] = entry
+        return found
 
     def apply(self, diff: PageDiff) -> None:
         for key in diff.deletes:
@@ -99,14 +105,14 @@ class _TickState:
 
 
 def sqs_client(config: S3StoreConfig) -> Any:
-    import boto3
+    from ingest_pipelines.storage.s3 import create_client
 
     creds = {
         "aws_access_key_id": config.accessKeyID.reveal() if config.accessKeyID else None,
         "aws_secret_access_key": config.secretAccessKey.reveal() if config.secretAccessKey else None,
         "aws_session_token": config.sessionToken.reveal() if config.sessionToken else None,
     }
-    return boto3.session.Session().client(
+    return create_client(
         "sqs", endpoint_url=config.endpoint_url(), region_name=config.region or "us-east-1", **{k: v for k, v in creds.items() if v}
     )
 
@@ -148,6 +154,7 @@ def run_tick(
     hours_open: dict[str, list[Change]] = {}
     counts = {"snapshot": 0, "create": 0, "update": 0, "delete": 0}
     receipts: list[str] = []
+    released: list[str] = []
     pages = 0
     note = ""
 
@@ -220,11 +227,15 @@ def run_tick(
                 )
             sqs = sqs or sqs_client(source_config)  # type: ignore[arg-type]
             messages = _receive(sqs, queue, source, workflow, started)
-            receipts = [m.receipt_handle for m in messages]
-            keys = dedupe_keys(messages)
-            heads = _heads(source, keys, workflow.threads)
-            take(event_diff(heads, view.get(keys), clock()), "changes")
-            note = f"events: {len(messages)} message(s), {len(keys)} key(s)"
+            heads = _heads(source, dedupe_keys(messages), workflow.threads, started, workflow.tickSeconds)
+            # a message is done when every key it names was looked at; the rest go back to the queue
+            done = [m for m in messages if all(key in heads for key in m.keys)]
+            receipts = [m.receipt_handle for m in done]
+            released = [m.receipt_handle for m in messages if m not in done]
+            take(event_diff(heads, view.get(list(heads)), clock()), "changes")
+            note = f"events: {len(done)} message(s), {len(heads)} key(s)" + (
+                f", {len(released)} left for the next tick" if released else ""
+            )
             break
         now = clock()
         page = list_page(source, "", cursor.after, workflow.pageSize, versioned, cursor.after_version)
@@ -244,6 +255,8 @@ def run_tick(
     ledger.commit_tick(name, cursor.to_json(), resend + refs, view.upserts(), view.deletes(), [b.row() for b in written])
     if receipts:
         _delete_messages(sqs, getattr(source_config, "queueUrl", None), receipts)
+    if released:
+        _release_messages(sqs, getattr(source_config, "queueUrl", None), released)
     skip = None
     if not written and not resend:
         skip = f"no changes ({note or 'nothing listed'}; {pages} page(s) listed)"
@@ -260,11 +273,12 @@ def run_tick(
 
 
 def _receive(sqs: Any, queue: str | None, source: ObjectStore, workflow: SyncWorkflow, started: float) -> list[EventMessage]:
-    """Receive event messages until the queue is empty or the tick's budget is used."""
+    """Receive event messages until the queue is empty, `pageSize x maxPagesPerTick` messages, or half
+    the tick's time (the HEADs need the other half); one receive call always happens."""
     config = source.config
     limit = workflow.pageSize * workflow.maxPagesPerTick
     out: list[EventMessage] = []
-    while len(out) < limit and time.monotonic() - started < workflow.tickSeconds:
+    while len(out) < limit and (not out or time.monotonic() - started < workflow.tickSeconds / 2):
         resp = sqs.receive_message(
             QueueUrl=queue,
             MaxNumberOfMessages=10,
@@ -281,11 +295,20 @@ def _receive(sqs: Any, queue: str | None, source: ObjectStore, workflow: SyncWor
     return out
 
 
-def _heads(source: ObjectStore, keys: list[str], threads: int) -> dict[str, Any]:
+def _heads(source: ObjectStore, keys: list[str], threads: int, started: float, budget: float) -> dict[str, Any]:
+    """HEAD keys in chunks until the tick's time is used (the first chunk always): a burst of events
+    must not hold a tick past Dagster's sensor timeout. Keys not reached are absent from the result."""
+    out: dict[str, Any] = {}
     if not keys:
-        return {}
+        return out
+    chunk = max(1, threads * 4)
     with ThreadPoolExecutor(max_workers=min(threads, len(keys))) as pool:
-        return dict(zip(keys, pool.map(source.head, keys), strict=True))
+        for start in range(0, len(keys), chunk):
+            if out and time.monotonic() - started >= budget:
+                break
+            part = keys[start : start + chunk]
+            out.update(zip(part, pool.map(source.head, part), strict=True))
+    return out
 
 
 def _delete_messages(sqs: Any, queue: str | None, receipts: list[str]) -> None:
@@ -295,3 +318,13 @@ def _delete_messages(sqs: Any, queue: str | None, receipts: list[str]) -> None:
             sqs.delete_message_batch(QueueUrl=queue, Entries=entries)
         except Exception as exc:  # redelivery is harmless: events are diffed against the index
             log.warning("deleting %d SQS message(s) failed (they will be seen again): %s", len(entries), exc)
+
+
+def _release_messages(sqs: Any, queue: str | None, receipts: list[str]) -> None:
+    """Make messages this tick had no time for visible again at once (else they wait out the visibility timeout)."""
+    for start in range(0, len(receipts), 10):
+        entries = [{"Id": str(i), "ReceiptHandle": h, "VisibilityTimeout": 0} for i, h in enumerate(receipts[start : start + 10])]
+        try:
+            sqs.change_message_visibility_batch(QueueUrl=queue, Entries=entries)
+        except Exception as exc:  # they come back after the visibility timeout instead
+            log.warning("releasing %d SQS message(s) failed (they return after their visibility timeout): %s", len(entries), exc)

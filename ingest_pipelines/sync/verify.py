@@ -12,7 +12,8 @@ from typing import Any
 
 from ingest_pipelines.config import FilesystemStoreConfig, S3StoreConfig
 from ingest_pipelines.storage import ObjectStore
-from ingest_pipelines.sync.apply import Destination, batch_record_files, range_listing, read_records
+from ingest_pipelines.storage.filesystem import is_folder_key
+from ingest_pipelines.sync.apply import Destination, batch_record_files, etags_comparable, range_listing, read_records
 from ingest_pipelines.sync.batches import ChangeBatch
 from ingest_pipelines.sync.ledger import SyncLedger
 
@@ -71,7 +72,7 @@ def destinations_match(
                 problems.append(f"{change.key} -> {dest.name}: missing")
             elif info[0] != change.size:
                 problems.append(f"{change.key} -> {dest.name}: size {info[0]} != {change.size}")
-            elif info[1] is not None and change.etag and info[1] != change.etag and "-" not in change.etag:
+            elif info[1] is not None and info[1] != change.etag and etags_comparable(info[1], change.etag):
                 problems.append(f"{change.key} -> {dest.name}: ETag {info[1]} != {change.etag}")
     description = f"{checked} object(s) checked in {len([d for d in destinations if not d.records])} destination(s)"
     return CheckOutcome(not problems, description, checked, problems)
@@ -80,6 +81,8 @@ def destinations_match(
 def _lookup(dest: Destination, key: str, listing: dict[str, Any] | None) -> tuple[int, str | None] | None:
     """(size, etag or None when the store has no content ETags) of the destination's object."""
     if isinstance(dest.config, FilesystemStoreConfig):
+        if is_folder_key(key):
+            return (0, None) if dest.store.head(key) is not None else None
         path = dest.store.path(key)  # type: ignore[attr-defined]
         return (path.stat().st_size, None) if path.is_file() else None
     if listing is not None:
