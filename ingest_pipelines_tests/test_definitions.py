@@ -61,3 +61,46 @@ def test_resources_take_secrets_as_env_vars_only(monkeypatch, write_config) -> N
     assert isinstance(resource.aws_secret_access_key, dg.EnvVar)
     assert "should-not-leak" not in repr(resource)
     assert STATE_RESOURCE_KEY in defs.resources
+
+
+SAMPLE = Path(__file__).resolve().parent / "data" / "sample_ingest.yaml"
+
+
+def test_sample_config_builds_every_kinds_graph() -> None:
+    repo = build_definitions(load_config(SAMPLE)).get_repository_def()
+    assets = {key.to_user_string() for key in repo.asset_graph.get_all_asset_keys()}
+    assert assets == {"images_mirror/snapshot", "images_mirror/changes", "faces/indexed", "pacifica/bundle", "umap/import"}
+    checks = {f"{c.asset_key.to_user_string()}:{c.name}" for c in repo.asset_graph.asset_check_keys}
+    assert checks == {
+        "images_mirror/snapshot:destination_matches_batch",
+        "images_mirror/snapshot:no_duplicate_records",
+        "images_mirror/changes:destination_matches_batch",
+        "images_mirror/changes:no_duplicate_records",
+        "faces/indexed:no_failures",
+        "pacifica/bundle:archive_matches_metadata",
+        "umap/import:import_complete",
+    }
+    sensors = {s.name: s for s in repo.sensor_defs}
+    assert set(sensors) == {
+        "images_mirror__sync_sensor",
+        "faces__inventory_sensor",
+        "pacifica__drop_sensor",
+        "pacifica__run_failure_sensor",
+        "umap__folders_sensor",
+    }
+    assert sensors["images_mirror__sync_sensor"].minimum_interval_seconds == 60
+    assert sensors["images_mirror__sync_sensor"].default_status == dg.DefaultSensorStatus.STOPPED
+    assert sensors["umap__folders_sensor"].default_status == dg.DefaultSensorStatus.RUNNING
+    jobs = {job.name for job in repo.get_all_jobs()} - {"__ASSET_JOB"}
+    assert jobs == {
+        "images_mirror__snapshot_job",
+        "images_mirror__changes_job",
+        "faces__index_job",
+        "pacifica__ingest_job",
+        "umap__import_job",
+    }
+
+
+def test_sample_config_validates_with_the_dagster_cli(tmp_path: Path) -> None:
+    result = validate(SAMPLE, tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
