@@ -108,7 +108,15 @@ def _wait_http(url: str, timeout: float, process: subprocess.Popen[bytes] | None
     return False
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def run_demo(args: argparse.Namespace) -> int:
+    # Ctrl-C and `kill` both stop everything the demo started (a shell may start us with SIGINT
+    # ignored, and SIGTERM's default would orphan dagster dev and the S3 server).
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
     workdir = Path(args.dir).resolve()
     if args.fresh and workdir.exists():
         shutil.rmtree(workdir)
@@ -154,12 +162,12 @@ def run_demo(args: argparse.Namespace) -> int:
                     dev.wait()
 
         stack.callback(stop_dev)
-        if _wait_http(f"http://{args.host}:{args.port}/server_info", timeout=180, process=dev):
-            log.info("Dagster UI: http://%s:%s  (Ctrl-C stops everything)", args.host, args.port)
         try:
+            if _wait_http(f"http://{args.host}:{args.port}/server_info", timeout=180, process=dev):
+                log.info("Dagster UI: http://%s:%s  (Ctrl-C stops everything)", args.host, args.port)
             return dev.wait()
         except KeyboardInterrupt:
-            log.info("stopping the demo")
+            log.info("stopping the demo (Dagster, then the S3 server and the fake APIs)")
             return 0
 
 
