@@ -237,6 +237,25 @@ def test_retry_of_a_job_replaces_what_an_interrupted_attempt_left(harness: Harne
     assert run_job(harness.workflow, harness.jobs, job_id, harness.source, harness.archive).skipped
 
 
+def test_a_job_failed_by_an_administrator_while_its_run_waited_stays_failed(harness: Harness) -> None:
+    from datetime import UTC, timedelta
+
+    key = "bundle.tar"
+    harness.source.put_bytes(key, build_tar())
+    job = harness.jobs.create(harness.workflow.name, key, harness.source.head(key).etag)
+    failed = harness.jobs.fail(job.job_id, "open tar", "Failed by administrator")
+    # the run was queued before the administrator's change: it leaves the job alone (it used to ingest and set OK)
+    queued = failed.updated.replace(tzinfo=UTC) - timedelta(seconds=1)
+    with pytest.raises(BundleError, match="was set FAILED after this run was queued"):
+        run_job(harness.workflow, harness.jobs, job.job_id, harness.source, harness.archive, run_created=queued)
+    after = harness.jobs.get(job.job_id)
+    assert (after.state, after.exception) == ("FAILED", "Failed by administrator") and keys(harness.s3, ARCHIVE_BUCKET) == []
+    # a run queued after the failure (a retry from the UI) ingests it
+    retry = failed.updated.replace(tzinfo=UTC) + timedelta(seconds=1)
+    run_job(harness.workflow, harness.jobs, job.job_id, harness.source, harness.archive, run_created=retry)
+    assert harness.jobs.get(job.job_id).state == "OK"
+
+
 def test_clean_up_deletes_the_drop_object_after_success(s3_server, s3, tmp_path) -> None:
     harness = Harness(s3_server, s3, tmp_path, cleanUp=True)
     harness.run(build_tar())

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import posixpath
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import BinaryIO
@@ -15,7 +16,7 @@ from urllib.parse import unquote, urlsplit
 
 from ingest_pipelines.bundles.config import BundleWorkflow
 from ingest_pipelines.bundles.format import METADATA_JSON, TASK_MOVE_FILES, BundleError, safe_relative_path
-from ingest_pipelines.bundles.jobs import STATE_OK, JobProgress, JobState, JobStore
+from ingest_pipelines.bundles.jobs import STATE_FAILED, STATE_OK, JobProgress, JobState, JobStore
 from ingest_pipelines.bundles.staging import ArchiveLayout, clear_job
 from ingest_pipelines.bundles.validator import BundleLimits, BundleValidator, IngestResult
 from ingest_pipelines.config import FilesystemStoreConfig, S3StoreConfig
@@ -75,13 +76,19 @@ def run_job(
     source: ObjectStore,
     destination: ObjectStore,
     run_id: str | None = None,
+    run_created: datetime | None = None,
 ) -> JobOutcome:
     """Validate and ingest job `job_id`. A rejected bundle raises BundleError after the job is marked FAILED
-    at the task that rejected it; any other error marks it FAILED at the task reached and propagates."""
+    at the task that rejected it; any other error marks it FAILED at the task reached and propagates.
+
+    `run_created` (UTC) is when the calling run was queued: a job set FAILED after that (an administrator failing
+    a stuck job whose run was still waiting) is left FAILED and not ingested; one FAILED before it is retried."""
     job = jobs.get(job_id)
     layout = ArchiveLayout(job_id, workflow.stagingPrefix)
     if job.complete and job.state == STATE_OK and destination.head(layout.final_key(METADATA_JSON)) is not None:
         return JobOutcome(job=job, result=None, skipped=True)
+    if run_created is not None and job.state == STATE_FAILED and job.updated > run_created.astimezone(UTC).replace(tzinfo=None):
+        raise BundleError(job.task, f"job {job_id} was set FAILED after this run was queued ({job.exception}); not ingested")
     if not job.source_key:
         raise JobInputError(f"job {job_id} has no drop object recorded")
     jobs.update(job_id, state=STATE_OK, exception="", run_id=run_id)

@@ -37,8 +37,11 @@ def build_bundle_asset(workflow: BundleWorkflow, config: IngestConfig, partition
         jobs = JobStore(jobs_url)
         source = getattr(context.resources, source_key).get_store()
         archive = getattr(context.resources, destination_key).get_store()
+        record = context.instance.get_run_record_by_id(context.run_id)
         try:
-            outcome = run_job(workflow, jobs, job_id, source, archive, run_id=context.run_id)
+            outcome = run_job(
+                workflow, jobs, job_id, source, archive, run_id=context.run_id, run_created=record.create_timestamp if record else None
+            )
         except BundleError as exc:
             raise dg.Failure(
                 description=f"job {job_id} FAILED at {exc.task!r}: {exc.message}",
