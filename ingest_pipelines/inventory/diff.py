@@ -173,8 +173,8 @@ class SpillFiles:
 class KeySample:
     """Every SAMPLE_STRIDE-th key of a stream, to cut it into key ranges of about equal row counts."""
 
-    def __init__(self) -> None:
-        self.stride = SAMPLE_STRIDE
+    def __init__(self, stride: int = SAMPLE_STRIDE) -> None:
+        self.stride = max(1, stride)
         self.rows = 0
         self._parts: list[pa.Array] = []
         self._size = 0
@@ -187,12 +187,17 @@ class KeySample:
             return
         self._parts.append(pc.take(keys, pa.array(np.arange(first, len(keys), self.stride))))
         self._size += len(self._parts[-1])
-        if self._size > MAX_SAMPLES:
+        while self._size > MAX_SAMPLES:
             # sample j is row j * stride: keeping the even ones leaves rows at multiples of 2 * stride
             sample = pa.concat_arrays(self._parts)
             self._parts = [pc.take(sample, pa.array(np.arange(0, len(sample), 2)))]
             self._size = len(self._parts[0])
             self.stride *= 2
+
+    @property
+    def size(self) -> int:
+        """Keys held."""
+        return self._size
 
     def boundaries(self, ranges: int) -> list[str]:
         """`ranges - 1` sorted, distinct keys: range i holds the keys in [boundary i-1, boundary i)."""
@@ -275,10 +280,11 @@ def diff_inventory(
     previous: Iterable[pa.RecordBatch] | None,
     workdir: Path,
     snapshot_path: Path,
-    partition_rows: int = PARTITION_ROWS,
+    partition_rows: int | None = None,
 ) -> InventoryDiffResult:
     """Diff a report streamed as ROW_SCHEMA batches against the previous snapshot's batches (any order,
-    any size; None: first report) with memory bounded by `partition_rows`, not by the report's size.
+    any size; None: first report) with memory bounded by `partition_rows` (default PARTITION_ROWS),
+    not by the report's size.
 
     1. The report's batches go to a local Arrow file as they come, and a sample of their keys is kept.
     2. The sample cuts the key space into ranges of about `partition_rows` rows; the report and the
@@ -287,9 +293,11 @@ def diff_inventory(
        rows of the range (streamed in chunks); the candidates are appended to a local Arrow file and
        the range's key set to `snapshot_path` (Parquet, sorted by key: the next day's previous).
     """
+    partition_rows = partition_rows or PARTITION_ROWS
     workdir.mkdir(parents=True, exist_ok=True)
     runs_path = workdir / "report-runs.arrow"
-    sample = KeySample()
+    # at least ~64 sampled keys per range, so the ranges come out about even
+    sample = KeySample(min(SAMPLE_STRIDE, partition_rows // 64))
     with pa.ipc.new_file(str(runs_path), ROW_SCHEMA, options=SPILL_OPTIONS) as runs:
         for batch in batches:
             if batch.num_rows:
