@@ -3,6 +3,7 @@ spill files), and the snapshots that carry it across days."""
 
 from __future__ import annotations
 
+import bisect
 import random
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from ingest_pipelines.inventory.diff import (
     ReportSnapshots,
     diff_inventory,
     diff_reports,
+    key_range_ids,
     split_by_key_range,
 )
 from ingest_pipelines.inventory.manifest import ReportRef
@@ -179,3 +181,12 @@ def test_key_sample_stays_small_and_still_cuts_even_ranges(monkeypatch) -> None:
     # each quarter within 20% of 5,000 keys
     cuts = [0, *(int(b[1:]) for b in boundaries), 20_000]
     assert all(4_000 <= high - low <= 6_000 for low, high in zip(cuts, cuts[1:], strict=False))
+
+
+def test_key_range_ids_agree_with_bisect_for_any_number_of_boundaries() -> None:
+    rng = random.Random(5)
+    keys = [f"{rng.choice('aZé😀/')}{rng.randrange(10**6)}" for _ in range(3000)]
+    for count in (1, 2, 3, 7, 8, 100):
+        boundaries = sorted(set(rng.sample(keys, count)))
+        expected = [bisect.bisect_right(boundaries, key) for key in keys]
+        assert key_range_ids(pa.array(keys), boundaries).tolist() == expected
