@@ -178,7 +178,8 @@ def variant_ours(folder: Path) -> dict[str, Any]:
 
 
 def variant_in_memory(folder: Path) -> dict[str, Any]:
-    """For comparison, the previous code path: the whole day-2 report and day 1's key set in memory, one diff."""
+    """For comparison, the previous code path: the whole day-2 report and day 1's key set in memory, one
+    diff, the snapshot written from memory."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -191,6 +192,8 @@ def variant_in_memory(folder: Path) -> dict[str, Any]:
         current = pa.Table.from_batches(list(_report_batches(folder, "day2", stats)), schema=ROW_SCHEMA)
         previous = pq.read_table(folder / "day1.parquet", columns=SNAPSHOT_COLUMNS)
         diff = diff_reports(current, previous)
+        # the old importer wrote the report's snapshot right after the diff
+        pq.write_table(current.select(SNAPSHOT_COLUMNS), folder / "day2-in-memory.parquet", compression="zstd")
         written = write_batch_manifest(
             "images", diff.candidates.column("key"), diff.candidates.column("version_id"), folder / "out-in-memory.csv"
         )
