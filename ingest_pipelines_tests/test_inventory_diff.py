@@ -1,13 +1,27 @@
-"""The columnar diff of a report against the previous one, and the snapshots that carry it across days."""
+"""The columnar diff of a report against the previous one (in memory, and streamed by key range with
+spill files), and the snapshots that carry it across days."""
 
 from __future__ import annotations
 
+import bisect
+import random
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from ingest_pipelines.config import FilesystemStoreConfig
-from ingest_pipelines.inventory.diff import ReportSnapshots, diff_reports
+from ingest_pipelines.inventory import diff as diff_module
+from ingest_pipelines.inventory.batch_manifest import write_batch_manifest_batches
+from ingest_pipelines.inventory.diff import (
+    InventoryDiffResult,
+    KeySample,
+    ReportSnapshots,
+    diff_inventory,
+    diff_reports,
+    key_range_ids,
+    split_by_key_range,
+)
 from ingest_pipelines.inventory.manifest import ReportRef
 from ingest_pipelines.inventory.reader import ROW_SCHEMA
 from ingest_pipelines.state import StateStore
@@ -44,3 +58,135 @@ def test_snapshots_pick_the_latest_older_report(tmp_path: Path) -> None:
     # a backfill of day 2 diffs against day 1, not against the newer day 3
     assert snapshots.previous(day[2]) == "2024-05-01T01-00Z"
     assert snapshots.load(day[2], "2024-05-01T01-00Z").column("fingerprint").to_pylist() == ["1|1|t"]
+
+
+# --------------------------------------------------------------------------- the streamed diff, by key range
+
+
+def snapshot_rows(table: pa.Table) -> list[tuple[str, str]]:
+    return list(zip(table.column("key").to_pylist(), table.column("fingerprint").to_pylist(), strict=True))
+
+
+def batches_of(table: pa.Table, size: int) -> list[pa.RecordBatch]:
+    return [batch for start in range(0, table.num_rows, size) for batch in table.slice(start, size).to_batches()]
+
+
+def two_days(seed: int = 7) -> tuple[pa.Table, pa.Table]:
+    """Day 1: 3,000 keys (images and not, ASCII and not); day 2: 300 deleted, 200 changed, 400 new, shuffled."""
+    rng = random.Random(seed)
+    names = [
+        f"{prefix}{i:05d}.{ext}"
+        for i, (prefix, ext) in enumerate(
+            (rng.choice(["a/", "é/", "z/😀", "Z/"]), rng.choice(["png", "JPG", "txt", "jpeg"])) for _ in range(3400)
+        )
+    ]
+    day1 = [(name, "1") for name in names[:3000]]
+    day2 = [(name, "2" if 300 <= i < 500 else "1") for i, name in enumerate(names[300:3000], start=300)] + [
+        (name, "1") for name in names[3000:]
+    ]
+    rng.shuffle(day1)
+    rng.shuffle(day2)
+    return report(day1), report(day2)
+
+
+def run_diff(tmp_path: Path, current: pa.Table, previous: pa.Table | None, partition_rows: int) -> tuple[InventoryDiffResult, pa.Table]:
+    snapshot = tmp_path / f"snapshot-{partition_rows}.parquet"
+    result = diff_inventory(
+        batches_of(current, 97),
+        None if previous is None else batches_of(previous.select(["key", "fingerprint"]), 89),
+        tmp_path / f"work-{partition_rows}",
+        snapshot,
+        partition_rows=partition_rows,
+    )
+    return result, pq.read_table(snapshot)
+
+
+def candidate_keys(result: InventoryDiffResult) -> list[str]:
+    return [key for batch in result.candidate_batches() for key in batch.column("key").to_pylist()]
+
+
+def test_diff_by_key_range_counts_new_changed_unchanged_deleted_across_ranges(tmp_path: Path) -> None:
+    day1, day2 = two_days()
+    expected = diff_reports(day2, day1.select(["key", "fingerprint"]))
+    assert (expected.new, expected.changed, expected.unchanged, expected.deleted) == (400, 200, 2500, 300)
+    result, snapshot = run_diff(tmp_path, day2, day1, partition_rows=100)
+    # many ranges, none much bigger than asked: memory holds one range, whatever the report's size
+    assert result.key_ranges >= 20 and result.range_rows_max <= 250
+    assert (result.rows, result.new, result.changed, result.unchanged, result.deleted, result.not_images) == (
+        3100,
+        expected.new,
+        expected.changed,
+        expected.unchanged,
+        expected.deleted,
+        expected.not_images,
+    )
+    # candidates in key order across ranges, exactly those of the in-memory diff
+    assert result.candidates == expected.candidates.num_rows > 0
+    assert candidate_keys(result) == expected.candidates.column("key").to_pylist()
+    assert not result.versioned
+    # the next day's previous: the whole report's key set, sorted by key
+    assert snapshot.column_names == ["key", "fingerprint"]
+    assert snapshot_rows(snapshot) == sorted(snapshot_rows(day2))
+
+
+def test_one_range_and_many_ranges_give_the_same_diff_and_chain_day_to_day(tmp_path: Path) -> None:
+    day1, day2 = two_days(seed=11)
+    first_small, snapshot_small = run_diff(tmp_path, day1, None, partition_rows=64)
+    first_whole, _ = run_diff(tmp_path, day1, None, partition_rows=10_000)
+    assert first_small.key_ranges > 1 and first_whole.key_ranges == 1
+    assert (first_small.new, first_small.deleted, first_small.candidates) == (3000, 0, first_whole.candidates)
+    assert candidate_keys(first_small) == candidate_keys(first_whole)
+    # day 2 against day 1's snapshot as written by the streamed diff (sorted, several row groups)
+    second, _ = run_diff(tmp_path, day2, snapshot_small, partition_rows=150)
+    assert (second.new, second.changed, second.unchanged, second.deleted) == (400, 200, 2500, 300)
+
+
+def test_empty_report_counts_every_previous_object_deleted(tmp_path: Path) -> None:
+    day1, _ = two_days()
+    result, snapshot = run_diff(tmp_path, report([]), day1, partition_rows=100)
+    assert (result.rows, result.new, result.deleted, result.candidates, result.key_ranges) == (0, 0, 3000, 0, 1)
+    assert candidate_keys(result) == [] and snapshot.num_rows == 0
+
+
+def test_versioned_candidates_are_flagged_for_the_batch_manifest(tmp_path: Path) -> None:
+    current = pa.Table.from_pylist(
+        [
+            {"key": "a.png", "version_id": None, "etag": "1", "size": 1, "fingerprint": "1"},
+            {"key": "b.png", "version_id": "v2", "etag": "1", "size": 1, "fingerprint": "1"},
+        ],
+        schema=ROW_SCHEMA,
+    )
+    result, _ = run_diff(tmp_path, current, None, partition_rows=100)
+    assert result.versioned
+    write_batch_manifest_batches("images", result.candidate_batches(), result.versioned, tmp_path / "manifest.csv")
+    assert (tmp_path / "manifest.csv").read_text() == "images,a.png,\nimages,b.png,v2\n"
+
+
+def test_split_by_key_range_puts_a_key_equal_to_a_boundary_above_it() -> None:
+    batch = report([(key, "1") for key in ["d", "b", "a", "c", "e"]]).to_batches()[0]
+    parts = {index: rows.column("key").to_pylist() for index, rows in split_by_key_range(batch, ["b", "d", "x", "y"])}
+    assert parts == {0: ["a"], 1: ["b", "c"], 2: ["d", "e"]}
+
+
+def test_key_sample_stays_small_and_still_cuts_even_ranges(monkeypatch) -> None:
+    monkeypatch.setattr(diff_module, "MAX_SAMPLES", 1000)
+    sample = KeySample(stride=1)
+    keys = [f"k{i:06d}" for i in range(20_000)]
+    random.Random(3).shuffle(keys)
+    for start in range(0, len(keys), 999):
+        sample.add(pa.array(keys[start : start + 999]))
+    assert sample.stride > 1 and sample.size <= 1000
+    boundaries = sample.boundaries(4)
+    assert len(boundaries) == 3
+    # each quarter within 20% of 5,000 keys
+    cuts = [0, *(int(b[1:]) for b in boundaries), 20_000]
+    assert all(4_000 <= high - low <= 6_000 for low, high in zip(cuts, cuts[1:], strict=False))
+
+
+def test_key_range_ids_agree_with_bisect_for_any_number_of_boundaries() -> None:
+    rng = random.Random(5)
+    keys = [f"{rng.choice('aZé😀/')}{rng.randrange(10**6)}" for _ in range(3000)]
+    for count in (1, 2, 3, 7, 8, 100):
+        boundaries = sorted(set(rng.sample(keys, count)))
+        expected = [bisect.bisect_right(boundaries, key) for key in keys]
+        assert key_range_ids(pa.array(keys), boundaries).tolist() == expected

@@ -4,9 +4,15 @@ counted with botocore event hooks on the importer's own client."""
 from __future__ import annotations
 
 import base64
+import logging
 
+import pyarrow.parquet as pq
 import pytest
 
+from ingest_pipelines.inventory import diff as diff_module
+from ingest_pipelines.inventory.diff import ReportSnapshots
+from ingest_pipelines.inventory.gateway import GatewayClient
+from ingest_pipelines.inventory.importer import InventoryImport
 from ingest_pipelines_tests import inventory_fixtures
 from ingest_pipelines_tests.inventory_fixtures import IMAGES, INVENTORY, InventoryScene
 
@@ -224,3 +230,62 @@ def test_properties_with_an_invalid_bucket_name_fail_only_that_object(scene: Inv
     assert result.statuses["indexed"] == 1 and result.statuses["failed"] == 1
     assert "Properties file s3://Bad Bucket/props/x.json cannot be read" in result.failures["badbucket.png"]
     assert "failed,InvalidProperties," in body(scene, result.results_report)
+
+
+def test_reports_bigger_than_one_key_range_import_like_small_ones(scene: InventoryScene, monkeypatch, caplog) -> None:
+    # 3 rows per key range: the 24-object report is diffed in several ranges, the Batch manifest still in key order
+    monkeypatch.setattr(diff_module, "PARTITION_ROWS", 3)
+    for i in range(20):
+        scene.put_image(f"faces/{i:02d}.png", {"UserId": f"u{i}"})
+    for i in range(4):
+        scene.put_image(f"notes/{i}.txt")
+    with caplog.at_level(logging.INFO, logger="ingest_pipelines.inventory.importer"):
+        first = scene.importer().import_report(scene.report("2024-05-01T01-00Z"))
+    assert "; 8 key range(s))" in caplog.text
+    assert (first.rows, first.new, first.candidates, first.not_images, first.statuses["indexed"]) == (24, 24, 20, 4, 20)
+    assert body(scene, first.batch_manifest).splitlines() == [f"images,faces/{i:02d}.png" for i in range(20)]
+
+    scene.calls.clear()
+    scene.put_image("faces/05.png", {"UserId": "u5"}, body=b"a new face")
+    scene.put_image("faces/99.jpg", {"UserId": "u99"})
+    for i in (0, 13, 19):
+        scene.s3.delete_object(Bucket=IMAGES, Key=f"faces/{i:02d}.png")
+    second = scene.importer().import_report(scene.report("2024-05-02T01-00Z"))
+    assert (second.new, second.changed, second.unchanged, second.deleted, second.candidates) == (1, 1, 20, 3, 2)
+    assert scene.looked_up() == ["faces/05.png", "faces/99.jpg"]
+
+
+def test_a_previous_snapshot_in_the_old_single_file_format_is_diffed_against(scene: InventoryScene) -> None:
+    for i in range(6):
+        scene.put_image(f"day1/{i}.png", {"UserId": f"u{i}"})
+    first_ref = scene.report("2024-05-01T01-00Z")
+    first = scene.importer().import_report(first_ref)
+    assert first.statuses["indexed"] == 6
+    # rewrite day 1's snapshot as earlier versions wrote it: report order (here reversed), one row group
+    snapshots = ReportSnapshots(scene.state(), "faces")
+    table = snapshots.load(first_ref, "2024-05-01T01-00Z")
+    old = scene.tmp_path / "old.parquet"
+    pq.write_table(table.take(list(reversed(range(table.num_rows)))), old, compression="zstd")
+    snapshots.upload(first_ref, old)
+    assert snapshots.load(first_ref, "2024-05-01T01-00Z").column("key").to_pylist()[0] == "day1/5.png"
+
+    scene.calls.clear()
+    scene.put_image("day2/new.png", {"UserId": "n"})
+    scene.s3.delete_object(Bucket=IMAGES, Key="day1/2.png")
+    second_ref = scene.report("2024-05-02T01-00Z")
+    second = scene.importer().import_report(second_ref)
+    assert second.previous_report == "2024-05-01T01-00Z"
+    assert (second.new, second.changed, second.unchanged, second.deleted) == (1, 0, 5, 1)
+    assert scene.looked_up() == ["day2/new.png"]
+    # day 2's snapshot is in the new layout: sorted by key
+    keys = snapshots.load(second_ref, "2024-05-02T01-00Z").column("key").to_pylist()
+    assert keys == sorted(keys) and len(keys) == 6
+
+
+def test_spill_dir_holds_the_run_s_temp_files_and_is_left_empty(scene: InventoryScene, tmp_path) -> None:
+    scene.put_image("a.png", {"UserId": "u"})
+    spill = tmp_path / "spill" / "inventory"
+    workflow = scene.workflow().model_copy(update={"spillDir": str(spill)})
+    importer = InventoryImport(workflow, scene.store(), scene.state(), scene.history(), GatewayClient(workflow.gateway))
+    assert importer.import_report(scene.report()).statuses["indexed"] == 1
+    assert spill.is_dir() and list(spill.iterdir()) == []

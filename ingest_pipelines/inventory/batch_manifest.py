@@ -36,15 +36,29 @@ def encode_key(key: str) -> str:
 
 def write_batch_manifest(bucket: str, keys: pa.Array | pa.ChunkedArray, version_ids: pa.Array | pa.ChunkedArray, target: Path) -> int:
     """Write `bucket,key[,versionId]` lines (no header, unquoted: encoded keys hold no commas or quotes)."""
-    columns = [pa.array([bucket] * len(keys), pa.string()), encode_keys(keys)]
-    names = ["bucket", "key"]
-    if len(version_ids) and pc.any(pc.is_valid(version_ids)).as_py():
-        columns.append(pc.fill_null(version_ids, ""))
-        names.append("versionId")
-    table = pa.Table.from_arrays(columns, names=names)
+    versioned = bool(len(version_ids)) and pc.any(pc.is_valid(version_ids)).as_py()
+    table = pa.table({"key": keys, "version_id": version_ids})
+    return write_batch_manifest_batches(bucket, table.to_batches(), versioned, target)
+
+
+def write_batch_manifest_batches(bucket: str, batches: Iterable[pa.RecordBatch | pa.Table], versioned: bool, target: Path) -> int:
+    """The same from batches with `key` and `version_id` columns, one batch in memory at a time;
+    `versioned` (some object has a versionId) decides the column count for the whole file."""
+    names = ["bucket", "key", "versionId"] if versioned else ["bucket", "key"]
+    schema = pa.schema([(name, pa.string()) for name in names])
+    rows = 0
     with target.open("wb") as handle:
-        pacsv.write_csv(table, handle, write_options=pacsv.WriteOptions(include_header=False, quoting_style="none"))
-    return table.num_rows
+        writer = pacsv.CSVWriter(handle, schema, write_options=pacsv.WriteOptions(include_header=False, quoting_style="none"))
+        for batch in batches:
+            if not batch.num_rows:
+                continue
+            columns = [pa.repeat(pa.scalar(bucket, pa.string()), batch.num_rows), encode_keys(batch.column("key"))]
+            if versioned:
+                columns.append(pc.fill_null(batch.column("version_id"), ""))
+            writer.write_table(pa.Table.from_arrays(columns, schema=schema))
+            rows += batch.num_rows
+        writer.close()
+    return rows
 
 
 RESULT_COLUMNS = ("bucket", "key", "versionId", "taskStatus", "errorCode", "resultMessage")

@@ -50,6 +50,9 @@ class InventoryWorkflow(WorkflowConfig):
     startDate: date = date(2024, 1, 1)
     #: GetObjectTagging / GetObject / PutObjectTagging calls in flight inside a run.
     threads: int = Field(default=8, ge=1, le=128)
+    #: local folder for a run's spill files (the report split by key range, the candidates, the
+    #: snapshots, downloaded data files); None: the system's temp folder. Needs ~2x the report's size.
+    spillDir: str | None = None
     #: a sensor tick stops after this long / this many list calls and resumes next tick.
     tickSeconds: Duration = 20.0
     maxPagesPerTick: int = Field(default=50, ge=1)

@@ -1,26 +1,50 @@
 """Compare a report with the previous one of its series: new and changed objects are candidates,
-unchanged ones are left alone, deleted ones counted. Columnar (one Arrow hash lookup), no per-row Python."""
+unchanged ones are left alone, deleted ones counted. Columnar, and in memory bounded by a key range."""
 
 from __future__ import annotations
 
+import math
+import os
+import resource
 import tempfile
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ingest_pipelines.inventory.manifest import ReportRef
+from ingest_pipelines.inventory.reader import ROW_SCHEMA
 from ingest_pipelines.inventory.tags import IMAGE_KEY_PATTERN
 from ingest_pipelines.state import StateStore
 
 #: what is kept of a report for the next day's diff.
 SNAPSHOT_COLUMNS = ["key", "fingerprint"]
+SNAPSHOT_SCHEMA = pa.schema([("key", pa.string()), ("fingerprint", pa.string())])
+CANDIDATE_COLUMNS = ["key", "version_id", "etag", "size"]
+#: rows of the current report held at once (one key range); the previous report's rows of that range
+#: are streamed in chunks of this size. ~250 B per row with the diff's temporaries.
+PARTITION_ROWS = 100_000
+#: one key in SAMPLE_STRIDE is sampled to place the key ranges' boundaries; the stride doubles when
+#: the sample outgrows MAX_SAMPLES, so the sample stays small whatever the report's size.
+SAMPLE_STRIDE = 256
+MAX_SAMPLES = 200_000
+#: spilled batches are buffered up to this many bytes, then written one batch per key range.
+SPILL_BUFFER_BYTES = 16 * 1024 * 1024
+#: rows of the previous snapshot read at a time.
+SNAPSHOT_BATCH_ROWS = 65_536
+#: spill files are local and read once; lz4 makes them ~4x smaller (GBs for a 100M-object report)
+#: for ~0.5 s of CPU per million rows.
+SPILL_OPTIONS = pa.ipc.IpcWriteOptions(compression="lz4")
 
 
 @dataclass
 class InventoryDiff:
+    """The diff of rows held in memory: a small report, or one key range of a big one."""
+
     #: new or changed image objects: key, version_id, etag, size
     candidates: pa.Table
     new: int
@@ -33,38 +57,344 @@ class InventoryDiff:
 
 def diff_reports(current: pa.Table, previous: pa.Table | None) -> InventoryDiff:
     """`current`: ROW_SCHEMA rows of this report; `previous`: SNAPSHOT_COLUMNS of the last one (None: first).
+    Both in memory: the whole of a small report, or one key range of a big one (`diff_inventory`)."""
+    return diff_key_range(current, [] if previous is None else [previous])
 
-    One hash lookup of every current key in the previous key set (`index_in`), then the previous
-    fingerprint is taken by position and compared: new = no match, changed = other fingerprint.
-    Keys are unique within a report (non-current versions were dropped), so deleted = previous - matched.
+
+def diff_key_range(current: pa.Table, previous_chunks: Iterable[pa.Table | pa.RecordBatch]) -> InventoryDiff:
+    """The diff of `current` against the previous rows of the same keys, given in chunks of any size.
+
+    Per chunk one hash lookup of every current key in the chunk's keys (`index_in`); the chunk's
+    fingerprint is taken by position and compared. Keys are unique within a report (non-current
+    versions were dropped), so a previous row matches at most one current row: new = never matched,
+    changed = matched with another fingerprint, deleted = previous rows - matched.
     """
-    if previous is None or previous.num_rows == 0:
-        changed_mask = None
-        new = current.num_rows
-        deleted = 0
-    else:
-        position = pc.index_in(current.column("key"), value_set=previous.column("key").combine_chunks())
-        previous_fingerprint = pc.take(previous.column("fingerprint"), position)
-        changed_mask = pc.fill_null(pc.not_equal(previous_fingerprint, current.column("fingerprint")), True)
-        new = position.null_count
-        deleted = previous.num_rows - (current.num_rows - new)
-    changed_rows = current if changed_mask is None else current.filter(changed_mask)
+    current = current.combine_chunks()
+    rows = current.num_rows
+    keys = current.column("key").combine_chunks()
+    fingerprints = current.column("fingerprint").combine_chunks()
+    matched = np.zeros(rows, dtype=bool)
+    same = np.zeros(rows, dtype=bool)
+    deleted = 0
+    for chunk in previous_chunks:
+        if chunk.num_rows == 0:
+            continue
+        if rows == 0:
+            deleted += chunk.num_rows
+            continue
+        chunk_keys = chunk.column("key")
+        position = pc.index_in(keys, value_set=chunk_keys.combine_chunks() if isinstance(chunk_keys, pa.ChunkedArray) else chunk_keys)
+        previous_fingerprint = pc.take(chunk.column("fingerprint"), position)
+        found = position.is_valid().to_numpy(zero_copy_only=False)
+        unchanged = pc.fill_null(pc.equal(previous_fingerprint, fingerprints), False).to_numpy(zero_copy_only=False)
+        matched |= found
+        same |= unchanged
+        deleted += chunk.num_rows - int(found.sum())
+    new = rows - int(matched.sum())
+    changed_rows = current.filter(pa.array(~same)) if same.any() else current
     is_image = pc.match_substring_regex(changed_rows.column("key"), IMAGE_KEY_PATTERN)
     # sorted candidates make the Batch manifest and the results report deterministic
-    candidates = changed_rows.filter(is_image).select(["key", "version_id", "etag", "size"]).sort_by("key")
+    candidates = changed_rows.filter(is_image).select(CANDIDATE_COLUMNS).sort_by("key")
     return InventoryDiff(
         candidates=candidates,
         new=new,
         changed=changed_rows.num_rows - new,
-        unchanged=current.num_rows - changed_rows.num_rows,
+        unchanged=rows - changed_rows.num_rows,
         deleted=deleted,
         not_images=changed_rows.num_rows - candidates.num_rows,
     )
 
 
+# --------------------------------------------------------------------------- bounded memory: key ranges
+
+
+class SpillFiles:
+    """Arrow IPC files on local disk, one per key range, written from many small slices.
+
+    Slices are buffered (SPILL_BUFFER_BYTES in all) and written as one batch per range, so a range's
+    file holds few, large batches whatever the number of ranges."""
+
+    def __init__(self, folder: Path, name: str, schema: pa.Schema, ranges: int):
+        _allow_open_files(ranges)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.paths = [folder / f"{name}-{index:05d}.arrow" for index in range(ranges)]
+        self.schema = schema
+        self.rows = [0] * ranges
+        self._writers: list[pa.ipc.RecordBatchFileWriter | None] = [None] * ranges
+        self._pending: list[list[pa.RecordBatch]] = [[] for _ in range(ranges)]
+        self._pending_bytes = 0
+
+    def add(self, index: int, rows: pa.RecordBatch) -> None:
+        if rows.num_rows:
+            self._pending[index].append(rows)
+            self.rows[index] += rows.num_rows
+            self._pending_bytes += rows.nbytes
+            if self._pending_bytes >= SPILL_BUFFER_BYTES:
+                self.flush()
+
+    def flush(self) -> None:
+        for index, pending in enumerate(self._pending):
+            if not pending:
+                continue
+            writer = self._writers[index]
+            if writer is None:
+                writer = self._writers[index] = pa.ipc.new_file(str(self.paths[index]), self.schema, options=SPILL_OPTIONS)
+            writer.write_table(pa.Table.from_batches(pending, schema=self.schema).combine_chunks())
+            pending.clear()
+        self._pending_bytes = 0
+
+    def close(self) -> None:
+        self.flush()
+        for writer in self._writers:
+            if writer is not None:
+                writer.close()
+
+    def chunks(self, index: int, max_rows: int = PARTITION_ROWS) -> Iterator[pa.Table]:
+        """The range's rows in tables of about `max_rows` (batches are combined, never split)."""
+        if self._writers[index] is None:
+            return
+        with pa.OSFile(str(self.paths[index])) as source:
+            reader = pa.ipc.open_file(source)
+            pending: list[pa.RecordBatch] = []
+            size = 0
+            for position in range(reader.num_record_batches):
+                batch = reader.get_batch(position)
+                if size and size + batch.num_rows > max_rows:
+                    yield pa.Table.from_batches(pending, schema=self.schema)
+                    pending, size = [], 0
+                pending.append(batch)
+                size += batch.num_rows
+            if pending:
+                yield pa.Table.from_batches(pending, schema=self.schema)
+
+    def read(self, index: int) -> pa.Table:
+        return pa.concat_tables([self.schema.empty_table(), *self.chunks(index, max_rows=2**62)])
+
+    def remove(self, index: int) -> None:
+        self.paths[index].unlink(missing_ok=True)
+
+
+def _allow_open_files(count: int) -> None:
+    """Raise the soft limit on open files (often 1,024) to fit `count` spill files plus headroom: a
+    100M-object report has 1,000 key ranges, each with an open file while the report is split."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = count + 256
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted if hard == resource.RLIM_INFINITY else min(wanted, hard), hard))
+
+
+class KeySample:
+    """Every SAMPLE_STRIDE-th key of a stream, to cut it into key ranges of about equal row counts."""
+
+    def __init__(self, stride: int = SAMPLE_STRIDE) -> None:
+        self.stride = max(1, stride)
+        self.rows = 0
+        self._parts: list[pa.Array] = []
+        self._size = 0
+
+    def add(self, keys: pa.Array) -> None:
+        # the first sampled row continues the stride across batches
+        first = (-self.rows) % self.stride
+        self.rows += len(keys)
+        if first >= len(keys):
+            return
+        self._parts.append(pc.take(keys, pa.array(np.arange(first, len(keys), self.stride))))
+        self._size += len(self._parts[-1])
+        while self._size > MAX_SAMPLES:
+            # sample j is row j * stride: keeping the even ones leaves rows at multiples of 2 * stride
+            sample = pa.concat_arrays(self._parts)
+            self._parts = [pc.take(sample, pa.array(np.arange(0, len(sample), 2)))]
+            self._size = len(self._parts[0])
+            self.stride *= 2
+
+    @property
+    def size(self) -> int:
+        """Keys held."""
+        return self._size
+
+    def boundaries(self, ranges: int) -> list[str]:
+        """`ranges - 1` sorted, distinct keys: range i holds the keys in [boundary i-1, boundary i)."""
+        if ranges <= 1 or not self._parts:
+            return []
+        sample = pc.unique(pa.concat_arrays(self._parts))
+        sample = pc.take(sample, pc.sort_indices(sample))
+        positions = [min(len(sample) - 1, round(index * len(sample) / ranges)) for index in range(1, ranges)]
+        return sorted(set(pc.take(sample, pa.array(positions, pa.int64())).to_pylist()))
+
+
+def key_range_ids(keys: pa.Array, boundaries: list[str]) -> np.ndarray:
+    """The key range of each key: how many boundaries are <= it. A binary search run for all keys at
+    once, log2(ranges) rounds of one columnar comparison each."""
+    low = np.zeros(len(keys), dtype=np.int64)
+    high = np.full(len(keys), len(boundaries), dtype=np.int64)
+    cuts = pa.array(boundaries, pa.string())
+    for _ in range(max(1, len(boundaries)).bit_length()):
+        middle = (low + high) // 2
+        # where low == high the search is over; comparing with a clipped middle changes nothing there
+        probe = pc.take(cuts, pa.array(np.minimum(middle, len(boundaries) - 1)))
+        above = pc.greater_equal(keys, probe).to_numpy(zero_copy_only=False) & (low < high)
+        below = ~above & (low < high)
+        low = np.where(above, middle + 1, low)
+        high = np.where(below, middle, high)
+    return low
+
+
+def split_by_key_range(batch: pa.RecordBatch, boundaries: list[str]) -> Iterator[tuple[int, pa.RecordBatch]]:
+    """Cut `batch` at the boundaries: (range index, its rows in batch order), non-empty ones only."""
+    if not boundaries:
+        if batch.num_rows:
+            yield 0, batch
+        return
+    ids = key_range_ids(batch.column("key"), boundaries)
+    counts = np.bincount(ids, minlength=len(boundaries) + 1)
+    if counts.max() == batch.num_rows:
+        yield int(ids[0]), batch
+        return
+    batch = batch.take(pa.array(np.argsort(ids, kind="stable")))
+    start = 0
+    for index, count in enumerate(counts.tolist()):
+        if count:
+            yield index, batch.slice(start, count)
+        start += count
+
+
+@dataclass
+class InventoryDiffResult:
+    """Counts of a whole report's diff; its candidates (sorted by key) wait in a local Arrow file."""
+
+    rows: int
+    new: int
+    changed: int
+    unchanged: int
+    deleted: int
+    not_images: int
+    candidates: int
+    candidates_path: Path
+    #: some candidate has a versionId (the Batch manifest then gets the versionId column)
+    versioned: bool
+    key_ranges: int
+    previous_rows: int = 0
+    range_rows_max: int = 0
+    #: size of the report's spill file (the key ranges' files take as much again while it is split)
+    spill_bytes: int = 0
+
+    def candidate_batches(self) -> Iterator[pa.RecordBatch]:
+        """The candidates in key order, one stored batch (one key range's share) at a time."""
+        if not self.candidates_path.exists():
+            return
+        with pa.OSFile(str(self.candidates_path)) as source:
+            reader = pa.ipc.open_file(source)
+            for position in range(reader.num_record_batches):
+                yield reader.get_batch(position)
+
+
+def key_range_count(rows: int, partition_rows: int = PARTITION_ROWS) -> int:
+    return max(1, math.ceil(rows / partition_rows))
+
+
+def diff_inventory(
+    batches: Iterable[pa.RecordBatch],
+    previous: Iterable[pa.RecordBatch] | None,
+    workdir: Path,
+    snapshot_path: Path,
+    partition_rows: int | None = None,
+) -> InventoryDiffResult:
+    """Diff a report streamed as ROW_SCHEMA batches against the previous snapshot's batches (any order,
+    any size; None: first report) with memory bounded by `partition_rows` (default PARTITION_ROWS),
+    not by the report's size.
+
+    1. The report's batches go to a local Arrow file as they come, and a sample of their keys is kept.
+    2. The sample cuts the key space into ranges of about `partition_rows` rows; the report and the
+       previous snapshot are split into one spill file per range (`key_range_ids`, columnar).
+    3. Range by range: the report's rows of the range (in memory) are diffed against the previous
+       rows of the range (streamed in chunks); the candidates are appended to a local Arrow file and
+       the range's key set to `snapshot_path` (Parquet, sorted by key: the next day's previous).
+    """
+    partition_rows = partition_rows or PARTITION_ROWS
+    workdir.mkdir(parents=True, exist_ok=True)
+    runs_path = workdir / "report-runs.arrow"
+    # at least ~64 sampled keys per range, so the ranges come out about even
+    sample = KeySample(min(SAMPLE_STRIDE, partition_rows // 64))
+    with pa.ipc.new_file(str(runs_path), ROW_SCHEMA, options=SPILL_OPTIONS) as runs:
+        for batch in batches:
+            if batch.num_rows:
+                sample.add(batch.column("key"))
+                runs.write_batch(batch)
+    ranges = key_range_count(sample.rows, partition_rows)
+    boundaries = sample.boundaries(ranges)
+    ranges = len(boundaries) + 1
+
+    current = SpillFiles(workdir / "current", "range", ROW_SCHEMA, ranges)
+    with pa.OSFile(str(runs_path)) as source:
+        reader = pa.ipc.open_file(source)
+        for position in range(reader.num_record_batches):
+            for index, rows in split_by_key_range(reader.get_batch(position), boundaries):
+                current.add(index, rows)
+    current.close()
+    spill_bytes = runs_path.stat().st_size
+    runs_path.unlink()
+
+    before = SpillFiles(workdir / "previous", "range", SNAPSHOT_SCHEMA, ranges)
+    previous_rows = 0
+    for batch in previous or ():
+        batch = _snapshot_batch(batch)
+        previous_rows += batch.num_rows
+        for index, rows in split_by_key_range(batch, boundaries):
+            before.add(index, rows)
+    before.close()
+
+    result = InventoryDiffResult(
+        rows=sample.rows,
+        new=0,
+        changed=0,
+        unchanged=0,
+        deleted=0,
+        not_images=0,
+        candidates=0,
+        candidates_path=workdir / "candidates.arrow",
+        versioned=False,
+        key_ranges=ranges,
+        previous_rows=previous_rows,
+        spill_bytes=spill_bytes,
+    )
+    candidate_schema = pa.schema([ROW_SCHEMA.field(name) for name in CANDIDATE_COLUMNS])
+    with (
+        pq.ParquetWriter(str(snapshot_path), SNAPSHOT_SCHEMA, compression="zstd") as snapshot,
+        pa.ipc.new_file(str(result.candidates_path), candidate_schema, options=SPILL_OPTIONS) as candidates,
+    ):
+        for index in range(ranges):
+            rows = current.read(index).sort_by("key")
+            current.remove(index)
+            result.range_rows_max = max(result.range_rows_max, rows.num_rows)
+            diff = diff_key_range(rows, before.chunks(index, partition_rows))
+            before.remove(index)
+            if rows.num_rows:
+                snapshot.write_table(rows.select(SNAPSHOT_COLUMNS))
+            del rows
+            result.new += diff.new
+            result.changed += diff.changed
+            result.unchanged += diff.unchanged
+            result.deleted += diff.deleted
+            result.not_images += diff.not_images
+            if diff.candidates.num_rows:
+                result.candidates += diff.candidates.num_rows
+                result.versioned = result.versioned or diff.candidates.column("version_id").null_count < diff.candidates.num_rows
+                candidates.write_table(diff.candidates.combine_chunks())
+    return result
+
+
+def _snapshot_batch(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """A previous snapshot's rows as SNAPSHOT_SCHEMA (whatever else its file holds)."""
+    columns = [batch.column(name).cast(pa.string()) for name in SNAPSHOT_COLUMNS]
+    return pa.RecordBatch.from_arrays(columns, schema=SNAPSHOT_SCHEMA)
+
+
 class ReportSnapshots:
     """Each processed report's key set as Parquet in the state store, so day 2 diffs against day 1:
-    `{workflow}/inventory/snapshots/{source-bucket}/{config-id}/{timestamp}.parquet`."""
+    `{workflow}/inventory/snapshots/{source-bucket}/{config-id}/{timestamp}.parquet`.
+
+    One file of (key, fingerprint) whatever the version: older runs wrote it in report order, newer
+    ones sorted by key; both are read back in batches, so neither has to fit in memory."""
 
     def __init__(self, state: StateStore, workflow: str):
         self.state = state
@@ -84,19 +414,28 @@ class ReportSnapshots:
         older = [stamp for stamp in older if stamp < ref.timestamp]
         return max(older) if older else None
 
-    def load(self, ref: ReportRef, timestamp: str) -> pa.Table:
+    def download(self, ref: ReportRef, timestamp: str, path: Path) -> Path:
         key = f"{self.base}{ref.series}/{timestamp}.parquet"
+        with self.state.store.open(key) as body, path.open("wb") as handle:
+            while chunk := body.read(1024 * 1024):
+                handle.write(chunk)
+        return path
+
+    @staticmethod
+    def batches(path: Path) -> Iterator[pa.RecordBatch]:
+        """A downloaded snapshot's (key, fingerprint) rows, SNAPSHOT_BATCH_ROWS at a time."""
+        yield from pq.ParquetFile(str(path)).iter_batches(batch_size=SNAPSHOT_BATCH_ROWS, columns=SNAPSHOT_COLUMNS)
+
+    def load(self, ref: ReportRef, timestamp: str) -> pa.Table:
+        """A whole snapshot in memory (small reports and tests; imports stream it with `batches`)."""
         with tempfile.TemporaryDirectory(prefix="inventory-snapshot-") as tmp:
-            path = Path(tmp, "snapshot.parquet")
-            with self.state.store.open(key) as body, path.open("wb") as handle:
-                while chunk := body.read(1024 * 1024):
-                    handle.write(chunk)
+            path = self.download(ref, timestamp, Path(tmp, "snapshot.parquet"))
             return pq.read_table(path, columns=SNAPSHOT_COLUMNS)
 
     @staticmethod
     def write(current: pa.Table, path: Path) -> None:
-        """The report's snapshot as a local file (written right after the diff, so the report can be freed)."""
-        pq.write_table(current.select(SNAPSHOT_COLUMNS), path, compression="zstd")
+        """A report's snapshot as a local file, from a report held in memory."""
+        pq.write_table(current.select(SNAPSHOT_COLUMNS).sort_by("key"), path, compression="zstd")
 
     def upload(self, ref: ReportRef, path: Path) -> str:
         key = self._key(ref)
@@ -109,3 +448,10 @@ class ReportSnapshots:
             path = Path(tmp, "snapshot.parquet")
             self.write(current, path)
             return self.upload(ref, path)
+
+
+def spill_folder(spill_dir: str | None) -> str | None:
+    """The folder temp folders of an import go in (created if missing); None: the system's temp folder."""
+    if spill_dir:
+        os.makedirs(spill_dir, exist_ok=True)
+    return spill_dir or None

@@ -7,7 +7,7 @@ import logging
 import tempfile
 import threading
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,13 +16,13 @@ from typing import Any
 import pyarrow as pa
 from botocore.exceptions import BotoCoreError, ClientError
 
-from ingest_pipelines.inventory.batch_manifest import encode_key, results_csv, write_batch_manifest
+from ingest_pipelines.inventory.batch_manifest import encode_key, results_csv, write_batch_manifest_batches
 from ingest_pipelines.inventory.config import InventoryWorkflow
-from ingest_pipelines.inventory.diff import InventoryDiff, ReportSnapshots, diff_reports
+from ingest_pipelines.inventory.diff import InventoryDiffResult, ReportSnapshots, diff_inventory, spill_folder
 from ingest_pipelines.inventory.gateway import GatewayClient
 from ingest_pipelines.inventory.history import FAILED, INDEXED, ImportHistory
 from ingest_pipelines.inventory.manifest import InventoryManifest, ReportRef, load_manifest, normalize_prefix
-from ingest_pipelines.inventory.reader import ROW_SCHEMA, ReadStats, read_inventory
+from ingest_pipelines.inventory.reader import ReadStats, read_inventory
 from ingest_pipelines.inventory.tags import (
     QUALIFIED,
     PropertiesError,
@@ -168,23 +168,26 @@ class InventoryImport:
     # ------------------------------------------------------------------ the report
 
     def import_report(self, ref: ReportRef) -> ReportResult:
-        with tempfile.TemporaryDirectory(prefix="inventory-import-") as tmp:
+        with tempfile.TemporaryDirectory(prefix="inventory-import-", dir=spill_folder(self.workflow.spillDir)) as tmp:
             return self._import_report(ref, Path(tmp))
 
     def _import_report(self, ref: ReportRef, workdir: Path) -> ReportResult:
         manifest = load_manifest(self.client, self.store.bucket, ref)
         stats = ReadStats()
-        current = pa.Table.from_batches(list(read_inventory(self.client, self.store.bucket, manifest, stats)), schema=ROW_SCHEMA)
         previous_stamp = self.snapshots.previous(ref)
-        previous = self.snapshots.load(ref, previous_stamp) if previous_stamp else None
-        diff = diff_reports(current, previous)
+        previous = None
+        if previous_stamp:
+            previous = self.snapshots.batches(self.snapshots.download(ref, previous_stamp, workdir / "previous.parquet"))
         snapshot_path = workdir / "snapshot.parquet"
-        self.snapshots.write(current, snapshot_path)
-        # only the candidates are needed from here on: free the report before the long gateway phase
-        del current, previous
+        # streamed: the report, the previous snapshot and the candidates stay on local disk; memory
+        # holds one key range (diff.PARTITION_ROWS rows) of the report at a time
+        diff = diff_inventory(
+            read_inventory(self.client, self.store.bucket, manifest, stats, workdir=workdir), previous, workdir / "diff", snapshot_path
+        )
+        (workdir / "previous.parquet").unlink(missing_ok=True)
         self.log.info(
             f"{ref.manifest_key}: {stats.rows} rows, {diff.new} new, {diff.changed} changed, {diff.deleted} deleted, "
-            f"{diff.candidates.num_rows} candidates (previous report: {previous_stamp or 'none'})"
+            f"{diff.candidates} candidates (previous report: {previous_stamp or 'none'}; {diff.key_ranges} key range(s))"
         )
         batch_key = self._write_batch_manifest(manifest, diff, workdir)
         result = ReportResult(
@@ -198,7 +201,7 @@ class InventoryImport:
             unchanged=diff.unchanged,
             deleted=diff.deleted,
             not_images=diff.not_images,
-            candidates=diff.candidates.num_rows,
+            candidates=diff.candidates,
             statuses=Counter(),
             malformed_rows=stats.malformed_rows,
             malformed_files=stats.malformed_files,
@@ -208,7 +211,7 @@ class InventoryImport:
         results_key = self._report_key(ref, "results.csv")
         results_path = workdir / "results.csv"
         with results_path.open("wb") as results_file:
-            for outcome in self._process_candidates(manifest.source_bucket, diff.candidates):
+            for outcome in self._process_candidates(manifest.source_bucket, diff.candidate_batches()):
                 result.statuses[outcome.status] += 1
                 if outcome.status == "failed" and len(result.failures) < MAX_LISTED:
                     result.failures[outcome.key] = outcome.reason
@@ -227,20 +230,20 @@ class InventoryImport:
         prefix = normalize_prefix(self.store.prefix) + normalize_prefix(self.workflow.batchManifestPrefix)
         return f"{prefix}{ref.series}/{ref.timestamp}/{name}"
 
-    def _write_batch_manifest(self, manifest: InventoryManifest, diff: InventoryDiff, workdir: Path) -> str:
+    def _write_batch_manifest(self, manifest: InventoryManifest, diff: InventoryDiffResult, workdir: Path) -> str:
         key = self._report_key(manifest.ref, "manifest.csv")
         path = workdir / "manifest.csv"
-        candidates = diff.candidates
-        write_batch_manifest(manifest.source_bucket, candidates.column("key"), candidates.column("version_id"), path)
+        write_batch_manifest_batches(manifest.source_bucket, diff.candidate_batches(), diff.versioned, path)
         with path.open("rb") as handle:
             self.client.upload_fileobj(handle, self.store.bucket, key)
         return key
 
-    def _process_candidates(self, bucket: str, candidates: pa.Table) -> Iterator[ObjectResult]:
+    def _process_candidates(self, bucket: str, candidates: Iterable[pa.RecordBatch]) -> Iterator[ObjectResult]:
         with ThreadPoolExecutor(max_workers=self.workflow.threads, thread_name_prefix="inventory") as pool:
-            for start in range(0, candidates.num_rows, CHUNK):
-                rows = candidates.slice(start, CHUNK).to_pylist()
-                yield from pool.map(lambda row: self._process_guarded(bucket, row), rows)
+            for batch in candidates:
+                for start in range(0, batch.num_rows, CHUNK):
+                    rows = batch.slice(start, CHUNK).to_pylist()
+                    yield from pool.map(lambda row: self._process_guarded(bucket, row), rows)
 
     def _process_guarded(self, bucket: str, row: dict[str, Any]) -> ObjectResult:
         # one object's unforeseen error (a transport error, a bug) must not lose the rest of the report

@@ -30,7 +30,7 @@ ROW_SCHEMA = pa.schema(
         ("etag", pa.string()),
         ("size", pa.int64()),
         # etag|size|last-modified: one column to compare against the previous report (last-modified
-        # is not kept on its own: the whole report is held for the diff, so every column counts)
+        # is not kept on its own: every column is spilled to disk and held per key range by the diff)
         ("fingerprint", pa.string()),
     ]
 )
@@ -271,9 +271,12 @@ def read_data_file(path: Path, file_format: str, columns: list[str], problems: R
         problems.file(f"{where}: cannot be read as {file_format}: {exc}")
 
 
-def read_inventory(client: Any, bucket: str, manifest: InventoryManifest, problems: ReadStats) -> Iterator[pa.RecordBatch]:
-    """Every current object of a report, file by file; a file with a bad MD5 is skipped and reported."""
-    with tempfile.TemporaryDirectory(prefix="inventory-") as tmp:
+def read_inventory(
+    client: Any, bucket: str, manifest: InventoryManifest, problems: ReadStats, workdir: Path | None = None
+) -> Iterator[pa.RecordBatch]:
+    """Every current object of a report, file by file; a file with a bad MD5 is skipped and reported.
+    Each data file is downloaded to a temp folder (in `workdir` if given) and removed once read."""
+    with tempfile.TemporaryDirectory(prefix="inventory-", dir=workdir) as tmp:
         for index, data_file in enumerate(manifest.files):
             target = Path(tmp, f"part-{index}")
             try:
