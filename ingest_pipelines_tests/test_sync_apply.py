@@ -335,3 +335,25 @@ def test_folder_placeholder_keys_become_folders(tmp_path, buckets, s3_server) ->
     assert sorted(rig.run_until_idle()) == [("delete", "dir/"), ("delete", "empty/")]
     assert rig.apply().deleted_in_destinations == 2
     assert not (folder / "empty").exists() and (folder / "dir" / "a.txt").is_file()
+
+
+def test_the_check_uses_what_the_run_saw_and_lists_only_the_rest(tmp_path, buckets, s3_server) -> None:
+    """Copies (CopyObject's answer) and objects the run's listing found are not listed again by the
+    check; a destination object the run did not see is."""
+    s3 = buckets
+    for key in ("a", "b", "c"):
+        put(s3, "src", key, key.encode())
+    put(s3, "dst", "c", b"c")  # already there: found by the run's listing
+    rig = SyncRig(tmp_path, s3_config(s3_server.endpoint_url, "src", "src"), [s3_config(s3_server.endpoint_url, "dst", "dst")])
+    rig.run_until_idle()
+    (batch,) = rig.emitted
+    result = rig.applier.apply(rig.batch_store.read(batch.asset, batch.partition, batch.id))
+    assert result.copied == 2 and result.already_present == 1 and set(result.observed) == {("dst", "a"), ("dst", "b"), ("dst", "c")}
+    listings: list[str] = []
+    rig.destinations[0].store.client.meta.events.register("before-call.s3.ListObjectsV2", lambda **_: listings.append("list"))
+    assert destinations_match("wf", batch, rig.source, rig.destinations, rig.ledger, result.observed).passed
+    assert listings == []
+    # without the run's observations (a later look), the destination is listed and a loss is found
+    s3.delete_object(Bucket="dst", Key="b")
+    outcome = destinations_match("wf", batch, rig.source, rig.destinations, rig.ledger)
+    assert listings == ["list"] and outcome.problems == ["b -> dst: missing"]

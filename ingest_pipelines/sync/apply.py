@@ -94,6 +94,9 @@ class ApplyResult:
     uris: list[str] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
     skipped_already_applied: int = 0
+    #: (destination, key) -> (size, etag) this run saw the destination hold (its listing, or the answer
+    #: to its CopyObject), or None when it deleted the object: the check needs no second listing for these.
+    observed: dict[tuple[str, str], tuple[int, str] | None] = field(default_factory=dict)
 
     def add_counts(self, other: ApplyResult) -> None:
         for name, value in other.__dict__.items():
@@ -106,10 +109,21 @@ class ApplyResult:
 class _Outcome:
     """What one (change, destination) task did."""
 
-    __slots__ = ("change", "dest", "kind", "error", "uri", "size")
+    __slots__ = ("change", "dest", "kind", "error", "uri", "size", "seen")
 
-    def __init__(self, change: Change, dest: Destination, kind: str, uri: str | None = None, error: str | None = None, size: int = 0):
+    def __init__(
+        self,
+        change: Change,
+        dest: Destination,
+        kind: str,
+        uri: str | None = None,
+        error: str | None = None,
+        size: int = 0,
+        seen: tuple[int, str] | None | bool = False,
+    ):
         self.change, self.dest, self.kind, self.uri, self.error, self.size = change, dest, kind, uri, error, size
+        #: what the destination was seen to hold: (size, etag), None = gone, False = not seen
+        self.seen = seen
 
 
 @dataclass
@@ -222,6 +236,8 @@ class BatchApplier:
                 result.deleted_in_destinations += 1
             if outcome.uri:
                 result.uris.append(outcome.uri)
+            if outcome.seen is not False:
+                result.observed[(outcome.dest.name, outcome.change.key)] = outcome.seen  # type: ignore[assignment]
             version = outcome.change.version if outcome.change.operation != "delete" else f"delete:{outcome.change.version}"
             rows.append(AppliedRow(batch.id, outcome.change.key, outcome.dest.name, version, outcome.change.operation, batch.seq))
         self.ledger.record_applied(wf, rows)
@@ -296,7 +312,7 @@ class BatchApplier:
                     dest.store.delete(change.key)
                     if dest.markers:
                         self._delete_marker(dest, change.key)
-                    return _Outcome(change, dest, "deleted")
+                    return _Outcome(change, dest, "deleted", seen=None if isinstance(dest.config, S3StoreConfig) else False)
                 return _Outcome(change, dest, "delete-ignored")
             if dest.markers and held.marker is None:
                 held.marker = self._marker_exists(dest, change.key)
@@ -307,14 +323,16 @@ class BatchApplier:
             if not held.looked:
                 held.info = self._head(dest, change)
             if held.info is not None and self._holds(dest, held.info, change):
+                seen = (held.info.size, held.info.etag) if isinstance(dest.config, S3StoreConfig) else False
                 if dest.markers and not held.marker:
                     self._put_marker(dest, change.key)
-                    return _Outcome(change, dest, "marker-only", uri=uri)
-                return _Outcome(change, dest, "present", uri=uri)
-            self._copy(change, dest)
+                    return _Outcome(change, dest, "marker-only", uri=uri, seen=seen)
+                return _Outcome(change, dest, "present", uri=uri, seen=seen)
+            copied_etag = self._copy(change, dest)
             if dest.markers and not held.marker:
                 self._put_marker(dest, change.key)
-            return _Outcome(change, dest, "copied", uri=uri, size=change.size)
+            seen = (change.size, copied_etag) if copied_etag else False
+            return _Outcome(change, dest, "copied", uri=uri, size=change.size, seen=seen)
         except _SourceChanged as exc:
             return _Outcome(change, dest, exc.kind)
         except Exception as exc:  # recorded per change; the rest of the batch goes on
@@ -347,11 +365,11 @@ class BatchApplier:
             return False
         return (change.key, change.version) in self.ledger.applied_versions(self.workflow.name, dest.name, [change.key])
 
-    def _copy(self, change: Change, dest: Destination) -> None:
+    def _copy(self, change: Change, dest: Destination) -> str | None:
+        """Copy one object; returns the ETag the destination answered with (server-side copies), else None."""
         if self._server_side.get(dest.name):
             try:
-                self._server_side_copy(change, dest)
-                return
+                return self._server_side_copy(change, dest)
             except ClientError as exc:
                 code = _client_error_code(exc)
                 if code in ("PreconditionFailed", "412"):
@@ -369,8 +387,9 @@ class BatchApplier:
         if isinstance(dest.config, FilesystemStoreConfig):
             # the object's LastModified as mtime: a later run recognises the file as this version
             os.utime(dest.store.path(change.key), (change.changed_at, change.changed_at))  # type: ignore[attr-defined]
+        return None
 
-    def _server_side_copy(self, change: Change, dest: Destination) -> None:
+    def _server_side_copy(self, change: Change, dest: Destination) -> str | None:
         src: Any = self.source
         client = dest.store.client  # type: ignore[attr-defined]
         copy_source: dict[str, str] = {"Bucket": src.bucket, "Key": src.full_key(change.key)}
@@ -379,7 +398,7 @@ class BatchApplier:
         target = {"Bucket": dest.store.bucket, "Key": dest.store.full_key(change.key)}  # type: ignore[attr-defined]
         if change.size >= MAX_SINGLE_COPY:
             client.copy(copy_source, target["Bucket"], target["Key"], SourceClient=src.client)
-            return
+            return None
         extra: dict[str, Any] = {}
         if "VersionId" not in copy_source and change.etag:
             extra["CopySourceIfMatch"] = change.etag  # a newer object is a later batch's business
@@ -389,6 +408,7 @@ class BatchApplier:
             # a server that ignores the precondition copied a newer object: that is the later
             # batch's change (it will find it present), not this one's
             raise _SourceChanged("superseded")
+        return copied or None
 
     def _open_source(self, change: Change) -> tuple[Any, str | None, dict[str, str] | None]:
         """A stream of the change's version of the object, with its content type and user metadata."""

@@ -37,10 +37,19 @@ def _full(store: Any, key: str) -> str:
 
 
 def destinations_match(
-    workflow: str, batch: ChangeBatch, source: ObjectStore, destinations: list[Destination], ledger: SyncLedger
+    workflow: str,
+    batch: ChangeBatch,
+    source: ObjectStore,
+    destinations: list[Destination],
+    ledger: SyncLedger,
+    observed: dict[tuple[str, str], tuple[int, str] | None] | None = None,
 ) -> CheckOutcome:
     """Every change of the batch is visible in every object destination, unless a later batch has
-    since brought the key further or the source itself moved on (the later batch carries it)."""
+    since brought the key further or the source itself moved on (the later batch carries it).
+
+    `observed` is what the applying run just saw each destination hold (its listing, the answer to its
+    CopyObject, a delete): those keys are not listed again; the rest are (one listing per destination)."""
+    observed = observed or {}
     problems: list[str] = []
     checked = 0
     applied = ledger.applied_in_batch(workflow, batch.id)
@@ -51,12 +60,17 @@ def destinations_match(
         relevant = [c for c in batch.changes if newer.get(c.key, -1) <= batch.seq]
         listing: dict[str, Any] | None = None
         if isinstance(dest.config, S3StoreConfig):
-            listing = range_listing(dest.store, [_full(dest.store, c.key) for c in relevant])
+            unseen = [_full(dest.store, c.key) for c in relevant if (dest.name, c.key) not in observed]
+            listing = range_listing(dest.store, unseen) if unseen else {}
         for change in relevant:
             if change.operation == "delete" and not dest.deletes:
                 continue
             checked += 1
-            info = _lookup(dest, change.key, listing)
+            if (dest.name, change.key) in observed:
+                seen = observed[(dest.name, change.key)]
+                info = None if seen is None else (seen[0], seen[1] or None)
+            else:
+                info = _lookup(dest, change.key, listing)
             if (change.key, dest.name) not in applied:
                 if change.operation != "delete":
                     current = source.head(change.key)

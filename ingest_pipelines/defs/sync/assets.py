@@ -113,8 +113,11 @@ def _run_batches(
     records_check = CheckOutcome(True, "")
     for batch in batches:
         oldest = batch.oldest_change if oldest is None else min(oldest, batch.oldest_change)
-        total.add_counts(applier.apply(batch, resync=resync))
-        dest_check = dest_check.merge(destinations_match(workflow.name, batch, runtime.source, applier.destinations, runtime.ledger))
+        applied = applier.apply(batch, resync=resync)
+        total.add_counts(applied)
+        dest_check = dest_check.merge(
+            destinations_match(workflow.name, batch, runtime.source, applier.destinations, runtime.ledger, applied.observed)
+        )
         records_check = records_check.merge(records_unique(batch, applier.destinations))
         done.append(batch)
     dest_check.description = (
