@@ -37,16 +37,22 @@ def create_client(service: str, **kwargs: Any) -> Any:
     return session.client(service, **kwargs)
 
 
-def make_client(config: S3StoreConfig, max_pool_connections: int = 32, credentials: dict[str, str | None] | None = None) -> Any:
-    """A boto3 S3 client for a store config. `credentials` (from a Dagster EnvVar) wins over the config."""
+def client_credentials(config: S3StoreConfig, override: dict[str, str | None] | None = None) -> dict[str, str]:
+    """boto3 credential keyword arguments from a store config's secrets; set values in `override`
+    (from a Dagster EnvVar) win. Empty when nothing is set, so boto3's default chain applies."""
     creds = {
         "aws_access_key_id": config.accessKeyID.reveal() if config.accessKeyID else None,
         "aws_secret_access_key": config.secretAccessKey.reveal() if config.secretAccessKey else None,
         "aws_session_token": config.sessionToken.reveal() if config.sessionToken else None,
     }
-    for key, value in (credentials or {}).items():
+    for key, value in (override or {}).items():
         if value:
             creds[key] = value
+    return {key: value for key, value in creds.items() if value}
+
+
+def make_client(config: S3StoreConfig, max_pool_connections: int = 32, credentials: dict[str, str | None] | None = None) -> Any:
+    """A boto3 S3 client for a store config. `credentials` (from a Dagster EnvVar) wins over the config."""
     return create_client(
         "s3",
         endpoint_url=config.endpoint_url(),
@@ -56,7 +62,7 @@ def make_client(config: S3StoreConfig, max_pool_connections: int = 32, credentia
             retries={"max_attempts": 8, "mode": "adaptive"},
             s3={"addressing_style": "path"} if config.endpoint else None,
         ),
-        **{k: v for k, v in creds.items() if v},
+        **client_credentials(config, credentials),
     )
 
 

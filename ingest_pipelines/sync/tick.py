@@ -105,16 +105,9 @@ class _TickState:
 
 
 def sqs_client(config: S3StoreConfig) -> Any:
-    from ingest_pipelines.storage.s3 import create_client
+    from ingest_pipelines.storage.s3 import client_credentials, create_client
 
-    creds = {
-        "aws_access_key_id": config.accessKeyID.reveal() if config.accessKeyID else None,
-        "aws_secret_access_key": config.secretAccessKey.reveal() if config.secretAccessKey else None,
-        "aws_session_token": config.sessionToken.reveal() if config.sessionToken else None,
-    }
-    return create_client(
-        "sqs", endpoint_url=config.endpoint_url(), region_name=config.region or "us-east-1", **{k: v for k, v in creds.items() if v}
-    )
+    return create_client("sqs", endpoint_url=config.endpoint_url(), region_name=config.region or "us-east-1", **client_credentials(config))
 
 
 def run_tick(
