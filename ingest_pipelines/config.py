@@ -226,6 +226,12 @@ class WorkflowConfig(ConfigModel):
     sensor: Literal["running", "stopped"] = "stopped"
     #: run ops in-process (default) or on dagster-celery workers (`executor: {type: celery, broker: ...}`).
     executor: dict[str, Any] | None = None
+    #: reconciliation: a failed or dead attempt (batch, bundle job, inventory date, import) is tried again
+    #: after `retryDelay`, doubling per failed attempt up to 30 min, at most `maxAttempts` times (0: forever).
+    retryDelay: Duration = 30.0
+    maxAttempts: int = Field(default=20, ge=0)
+    #: a run the instance has not started (dequeued) this long after it was submitted counts as not launched.
+    launchTimeout: Duration = 300.0
 
     #: whether this kind needs `source` / at least one destination.
     requires_source: ClassVar[bool] = True
@@ -233,11 +239,11 @@ class WorkflowConfig(ConfigModel):
     #: how many destinations the kind takes at most (None: any).
     max_destinations: ClassVar[int | None] = None
 
-    @field_validator("interval")
+    @field_validator("interval", "retryDelay", "launchTimeout")
     @classmethod
-    def _positive_interval(cls, value: float) -> float:
+    def _positive_duration(cls, value: float, info: ValidationInfo) -> float:
         if value <= 0:
-            raise ValueError("interval must be positive")
+            raise ValueError(f"{info.field_name} must be positive")
         return value
 
 
