@@ -91,7 +91,9 @@ def checks(result: dg.ExecuteInProcessResult) -> dict[str, bool]:
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "ingest_pipelines.cli", *args], capture_output=True, text=True, env=subprocess_env(), timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "ingest_pipelines.cli", *args], capture_output=True, text=True, env=subprocess_env(), timeout=120
+    )
 
 
 def age_attempts(tmp_path: Path, seconds: float) -> None:
