@@ -132,7 +132,7 @@ def run_tick(
     source_config = source.config
     events = isinstance(source_config, S3StoreConfig) and source_config.changes == "events"
     versioned = bucket_is_versioned(source)
-    start_hour = datetime.strptime(workflow.changesStart, "%Y-%m-%d").replace(tzinfo=UTC).timestamp()
+    start_hour = datetime.strptime(workflow.changesStart, "%Y-%m-%d").replace(tzinfo=UTC).timestamp() if workflow.changesStart else 0.0
     written: list[ChangeBatch] = []
     snapshot_open: dict[str, list[Change]] = {}
     hours_open: dict[str, list[Change]] = {}
