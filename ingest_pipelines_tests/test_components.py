@@ -91,6 +91,7 @@ def test_a_fresh_project_scaffolds_the_component_and_dg_lists_its_assets_sensors
     starter = yaml.safe_load((folder / "ingest.yaml").read_text())
     assert starter["workflows"][0]["changesStart"] == dt.datetime.now(dt.UTC).date().isoformat()
     assert {store["type"] for store in starter["sources"] + starter["destinations"]} == {"filesystem"}
+    assert (folder / ".gitignore").read_text().split() == ["outbox/", ".ingest-state/"]
 
     checked = dg_cli(plain_env, ["check", "defs"], cwd=project)
     assert "All definitions loaded successfully." in checked.stdout

@@ -49,5 +49,7 @@ class IngestWorkflowsScaffolder(dg.Scaffolder):
             return
         (folder / "inbox").mkdir(parents=True, exist_ok=True)
         (folder / "inbox" / "hello.txt").write_text("Copied to outbox/ by the inbox-to-outbox workflow.\n")
+        # what the workflow writes beside its config (the copies, the state and its SQLite ledger) is data, not code
+        (folder / ".gitignore").write_text("outbox/\n.ingest-state/\n")
         document = starter_document(folder, dt.datetime.now(dt.UTC).date())
         config.write_text(STARTER_HEADER.format(name=STARTER_WORKFLOW.replace("-", "_")) + yaml.safe_dump(document, sort_keys=False))
