@@ -108,7 +108,9 @@ def _instance_yaml() -> str:
             break
     present = yaml.safe_load(text) or {}
     extra = [block for key, block in DEMO_INSTANCE.items() if key not in present]
-    return text.rstrip("\n") + "\n\n# added by `ingest-pipelines demo`\n" + "".join(extra) if extra else text
+    if not extra:
+        return text
+    return text.rstrip("\n") + "\n\n# added by `ingest-pipelines demo`\n" + "".join(extra)
 
 
 def _wait_http(url: str, timeout: float, process: subprocess.Popen[bytes] | None = None) -> bool:
