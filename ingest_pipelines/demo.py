@@ -37,6 +37,9 @@ DEMO_MODULES = (
 )
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+#: the code location: module and name, as in the project's workspace.yaml
+MODULE = "ingest_pipelines.definitions"
+LOCATION_NAME = "ingest_pipelines"
 
 
 @dataclass
@@ -166,7 +169,10 @@ def run_demo(args: argparse.Namespace) -> int:
         if args.setup_only:
             print(config_path)
             return 0
-        command = [sys.executable, "-W", DEV_SUPERSEDED_WARNING, "-m", "dagster", "dev", "-m", "ingest_pipelines.definitions"]
+        # the code location has the one name every process uses (workspace.yaml, [tool.dagster], [tool.dg], serve)
+        workspace = workdir / "workspace.yaml"
+        workspace.write_text(yaml.safe_dump({"load_from": [{"python_module": {"module_name": MODULE, "location_name": LOCATION_NAME}}]}))
+        command = [sys.executable, "-W", DEV_SUPERSEDED_WARNING, "-m", "dagster", "dev", "-w", str(workspace)]
         command += ["-h", args.host, "-p", str(args.port)]
         log.info("starting: %s", " ".join(command))
         dev = subprocess.Popen(command, env=env, cwd=workdir, start_new_session=True)

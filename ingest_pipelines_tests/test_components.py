@@ -3,7 +3,6 @@ scaffolds it and `dg` lists our definitions; components split one ingest.yaml; t
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import os
 import shutil
@@ -89,7 +88,7 @@ def test_a_fresh_project_scaffolds_the_component_and_dg_lists_its_assets_sensors
     folder = project / "src" / "lab" / "defs" / "ingest"
     assert yaml.safe_load((folder / "defs.yaml").read_text()) == {"type": COMPONENT, "attributes": {"path": "ingest.yaml"}}
     starter = yaml.safe_load((folder / "ingest.yaml").read_text())
-    assert starter["workflows"][0]["changesStart"] == dt.datetime.now(dt.UTC).date().isoformat()
+    assert "changesStart" not in starter["workflows"][0]  # the changes partitions are the hours that had changes
     assert {store["type"] for store in starter["sources"] + starter["destinations"]} == {"filesystem"}
     assert (folder / ".gitignore").read_text().split() == ["outbox/", ".ingest-state/"]
 
@@ -99,10 +98,12 @@ def test_a_fresh_project_scaffolds_the_component_and_dg_lists_its_assets_sensors
     defs = listed(dg_cli(plain_env, ["list", "defs", "--json"], cwd=project))
     assert defs["assets"] == {f"{STARTER}/snapshot", f"{STARTER}/changes"}
     assert defs["asset_checks"] == {
-        f"{STARTER}/{asset}:{check}" for asset in ("snapshot", "changes") for check in ("destination_matches_batch", "no_duplicate_records")
+        f"{STARTER}/{asset}:{check}"
+        for asset in ("snapshot", "changes")
+        for check in ("destination_matches_batch", "no_duplicate_records", "batches_applied")
     }
     assert defs["sensors"] == {f"{STARTER}__sync_sensor"}
-    assert defs["jobs"] == {f"{STARTER}__snapshot_job", f"{STARTER}__changes_job"}
+    assert defs["jobs"] == {f"{STARTER}__apply_job", f"{STARTER}__snapshot_job", f"{STARTER}__changes_job"}
     assert defs["resources"] == {"source_inbox", "destination_outbox", "ingest_state"}
 
 

@@ -3,7 +3,6 @@ ingest.yaml that load as they are (folders only, no AWS account or server needed
 
 from __future__ import annotations
 
-import datetime as dt
 from pathlib import Path
 
 import dagster as dg
@@ -21,7 +20,7 @@ STARTER_HEADER = """\
 STARTER_WORKFLOW = "inbox-to-outbox"
 
 
-def starter_document(folder: Path, today: dt.date) -> dict:
+def starter_document(folder: Path) -> dict:
     """The starter ingest.yaml for a component folder (a dict, dumped as YAML by the scaffolder)."""
     return {
         "sources": [{"name": "inbox", "type": "filesystem", "path": str(folder / "inbox")}],
@@ -33,8 +32,6 @@ def starter_document(folder: Path, today: dt.date) -> dict:
                 "source": "inbox",
                 "destinations": ["outbox"],
                 "interval": "30s",
-                # hourly change partitions start today, not at the 2024-01-01 default (fewer empty partitions)
-                "changesStart": today.isoformat(),
             }
         ],
     }
@@ -51,5 +48,5 @@ class IngestWorkflowsScaffolder(dg.Scaffolder):
         (folder / "inbox" / "hello.txt").write_text("Copied to outbox/ by the inbox-to-outbox workflow.\n")
         # what the workflow writes beside its config (the copies, the state and its SQLite ledger) is data, not code
         (folder / ".gitignore").write_text("outbox/\n.ingest-state/\n")
-        document = starter_document(folder, dt.datetime.now(dt.UTC).date())
+        document = starter_document(folder)
         config.write_text(STARTER_HEADER.format(name=STARTER_WORKFLOW.replace("-", "_")) + yaml.safe_dump(document, sort_keys=False))
