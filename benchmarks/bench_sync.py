@@ -166,13 +166,13 @@ def bench_cdc(server: MotoServer, work: Path) -> dict[str, Any]:
     source = open_store(S3StoreConfig(name="big", bucket="big", endpoint=server.endpoint_url))
     requests = {"n": 0}
     source.client.meta.events.register("before-call.s3", lambda **_: requests.__setitem__("n", requests["n"] + 1))
-    workflow = SyncWorkflow(name="cdc", source="big", destinations=["x"], batchSize=1000, settleDelay=0)
+    workflow = SyncWorkflow(name="cdc", source="big", destinations=["x"], batchSize=1000, settleDelay=0, interval="1ms")
     state = StateStore(open_store(FilesystemStoreConfig(name="state", path=str(work / "cdc-state"))))
     ledger = SyncLedger(f"sqlite:///{work / 'cdc-ledger.sqlite'}")
     cursor = None
     with timed() as snap:
         while True:
-            outcome = run_tick(workflow, source, state, ledger, cursor)
+            outcome = run_tick(workflow, source, state, ledger)
             cursor = outcome.cursor.to_json()
             if outcome.cursor.mode == "cdc":
                 break
@@ -186,7 +186,7 @@ def bench_cdc(server: MotoServer, work: Path) -> dict[str, Any]:
     while True:
         before = requests["n"]
         with timed() as t:
-            outcome = run_tick(workflow, source, state, ledger, cursor)
+            outcome = run_tick(workflow, source, state, ledger)
         cursor = outcome.cursor.to_json()
         changes += sum(len(b.changes) for b in outcome.batches)
         ticks.append({"seconds": round(t["seconds"], 2), "s3_requests": requests["n"] - before, "pages": outcome.pages})

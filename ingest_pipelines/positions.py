@@ -109,6 +109,8 @@ class SyncCursor:
     snapshot_max: int = 0
     passes: int = 0
     watermark: Watermark = field(default_factory=Watermark)
+    #: when the current (or last) change-capture pass started, unix seconds: passes start `interval` apart.
+    pass_started: float = 0.0
 
     def to_json(self) -> str:
         doc = {
@@ -122,6 +124,7 @@ class SyncCursor:
             "smax": self.snapshot_max,
             "passes": self.passes,
             "wm": self.watermark.to_json(),
+            "ps": self.pass_started,
         }
         return orjson.dumps(doc).decode()
 
@@ -143,6 +146,7 @@ class SyncCursor:
                 snapshot_max=int(doc["smax"]),
                 passes=int(doc["passes"]),
                 watermark=Watermark.from_json(doc["wm"]),
+                pass_started=float(doc.get("ps", 0.0)),
             )
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
             if isinstance(exc, PositionError):

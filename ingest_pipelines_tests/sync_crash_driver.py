@@ -49,7 +49,8 @@ def main(argv: list[str]) -> int:
         settleDelay=0,
         webhook=settings.get("webhook"),
         threads=8,
-        retryDelay="100ms",  # a batch a kill interrupted is tried again at once (the default waits 30 s)
+        retryDelay="100ms",
+        interval="1ms",  # a pass at every tick  # a batch a kill interrupted is tried again at once (the default waits 30 s)
     )
     ledger = SyncLedger(f"sqlite:///{work / 'ledger.sqlite'}")
     state = StateStore(open_store(FilesystemStoreConfig(name="state", path=str(work / "state"))))

@@ -55,7 +55,8 @@ class SyncRig:
         post: Any = None,
         **workflow: Any,
     ):
-        options = {"settleDelay": 0, "batchSize": 8, **workflow}
+        # interval 1 ms: every tick may start a change-capture pass (the default waits 5 min between passes)
+        options = {"settleDelay": 0, "batchSize": 8, "interval": 0.001, **workflow}
         self.workflow = SyncWorkflow(
             name=options.pop("name", "wf"), source=source.name, destinations=[d.name for d in destinations], **options
         )

@@ -90,7 +90,7 @@ def test_sample_config_builds_every_kinds_graph() -> None:
         "pacifica__run_failure_sensor",
         "umap__folders_sensor",
     }
-    assert sensors["images_mirror__sync_sensor"].minimum_interval_seconds == 60
+    assert sensors["images_mirror__sync_sensor"].minimum_interval_seconds == 15  # interval 60s: passes; ticks every 15 s
     assert sensors["images_mirror__sync_sensor"].default_status == dg.DefaultSensorStatus.STOPPED
     assert sensors["umap__folders_sensor"].default_status == dg.DefaultSensorStatus.RUNNING
     jobs = {job.name for job in repo.get_all_jobs()} - {"__ASSET_JOB"}

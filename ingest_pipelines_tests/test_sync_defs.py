@@ -46,7 +46,7 @@ def make_defs(s3, s3_server, tmp_path, write_config):
     s3.create_bucket(Bucket="dst")
 
     def make(**workflow: Any) -> dg.Definitions:
-        options = {"batchSize": 3, "interval": "30s", **workflow}
+        options = {"batchSize": 3, "interval": "1ms", **workflow}  # a listing pass at every tick
         return build_definitions(load_config(write_config(sync_config(s3_server.endpoint_url, tmp_path, **options))))
 
     return make

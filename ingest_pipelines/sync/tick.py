@@ -193,8 +193,9 @@ def run_tick(
     while budget_left():
         if cursor.mode == "snapshot":
             if cursor.shard >= len(shards):
-                cursor = cursor.evolve(mode="cdc", after="", after_version="", shard=0)
-                note = "snapshot finished; change capture starts next tick"
+                # the snapshot counts as the first pass: the next one starts `interval` after it
+                cursor = cursor.evolve(mode="cdc", after="", after_version="", shard=0, pass_started=clock())
+                note = f"snapshot finished; change capture starts in {workflow.interval:g}s"
                 break
             shard = shards[cursor.shard]
             page = list_page(source, workflow.shard_prefix(shard), cursor.after, workflow.pageSize, versioned, cursor.after_version)
@@ -226,6 +227,14 @@ def run_tick(
             )
             break
         now = clock()
+        if not cursor.after:
+            # a new pass starts at most every `interval`; the sensor ticks more often (reconciliation, the
+            # snapshot, events and a pass in progress go on at every tick)
+            wait = cursor.pass_started + workflow.interval - now
+            if wait > 0:
+                note = f"change capture: next pass in {wait:.0f}s"
+                break
+            cursor = cursor.evolve(pass_started=now)
         page = list_page(source, "", cursor.after, workflow.pageSize, versioned, cursor.after_version)
         pages += 1
         take(cdc_diff(page, view.range(cursor.after, page.upto), now - workflow.settleDelay, now), "changes")

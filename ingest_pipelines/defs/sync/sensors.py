@@ -23,6 +23,17 @@ from ingest_pipelines.sync.config import SyncWorkflow
 from ingest_pipelines.sync.reconcile import describe_waiting, health, pending_state
 from ingest_pipelines.sync.tick import run_tick
 
+#: the sensor ticks at least this often, whatever `interval` says: `interval` spaces the listing passes,
+#: while reconciliation (retries after `retryDelay`), the snapshot, events and a pass in progress go on
+#: at every tick (an idle tick is a ledger query)
+TICK_SECONDS = 15
+
+
+def sensor_interval(workflow: SyncWorkflow) -> int:
+    """The sensor's minimum_interval_seconds: `interval`, at most TICK_SECONDS."""
+    return max(1, int(min(workflow.interval, TICK_SECONDS)))
+
+
 #: a failing `batches_applied` evaluation is repeated this often (its description follows the lag).
 REPEAT_FAILING_SECONDS = 600.0
 #: batch tag value on apply runs: the first batch due when the run was requested
@@ -37,7 +48,7 @@ def build_sensor(
 
     @dg.sensor(
         name=f"{dname}__sync_sensor",
-        minimum_interval_seconds=int(workflow.interval),
+        minimum_interval_seconds=sensor_interval(workflow),
         default_status=dg.DefaultSensorStatus.RUNNING if workflow.sensor == "running" else dg.DefaultSensorStatus.STOPPED,
         required_resource_keys={store_resource_key("source", workflow.source or ""), STATE_RESOURCE_KEY},
         jobs=jobs,
