@@ -56,10 +56,10 @@ def main(argv: list[str]) -> int:
     state = StateStore(open_store(FilesystemStoreConfig(name="state", path=str(work / "state"))))
     store = open_store(source)
     applier = BatchApplier(workflow, store, [Destination(d.name, d, open_store(d)) for d in dests], ledger)
-    pending = PendingApplier(workflow, store, applier, ledger, BatchStore(state, workflow.name))
+    pending = PendingApplier(workflow, store, applier, ledger, BatchStore(ledger, workflow.name, state))
 
     for _ in range(10_000):
-        outcome = run_tick(workflow, store, state, ledger)
+        outcome = run_tick(workflow, store, ledger)
         report = pending.run()
         if report.failed:
             print("FAILED", report.failed, flush=True)

@@ -65,12 +65,12 @@ class SyncRig:
         self.ledger = SyncLedger(ledger_url or f"sqlite:///{tmp_path / 'ledger.sqlite'}")
         self.destinations = [Destination(d.name, d, open_store(d)) for d in destinations]
         self.applier = BatchApplier(self.workflow, self.source, self.destinations, self.ledger, webhook=post)
-        self.batch_store = BatchStore(self.state, self.workflow.name)
+        self.batch_store = BatchStore(self.ledger, self.workflow.name, self.state)
         self.cursor: str | None = None
         self.emitted: list[ChangeBatch] = []
 
     def tick(self, **kwargs: Any) -> TickOutcome:
-        outcome = run_tick(self.workflow, self.source, self.state, self.ledger, **kwargs)
+        outcome = run_tick(self.workflow, self.source, self.ledger, **kwargs)
         self.cursor = outcome.cursor.to_json()
         self.emitted.extend(outcome.batches)
         return outcome

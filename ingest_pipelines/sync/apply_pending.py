@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from ingest_pipelines.storage import ObjectStore
@@ -149,16 +148,17 @@ class PendingApplier:
                 report.applied += 1
 
     def _read(self, pending: list[PendingBatch], report: RunReport) -> list[ChangeBatch]:
-        """The batch documents, read concurrently; one that cannot be read fails (and is retried) alone."""
-
-        def read(batch: PendingBatch) -> ChangeBatch | str:
-            try:
-                return self.batch_store.read(batch.asset, batch.partition, batch.batch_id)
-            except (BatchError, OSError, ValueError, KeyError) as exc:
-                return f"{type(exc).__name__}: {exc}"
-
-        with ThreadPoolExecutor(max_workers=max(1, min(16, len(pending)))) as pool:
-            documents = list(pool.map(read, pending))
+        """The batches (one ledger query); one that cannot be read fails (and is retried) alone."""
+        try:
+            found: dict[str, ChangeBatch | str] = dict(self.batch_store.read_many((b.asset, b.partition, b.batch_id) for b in pending))
+        except (BatchError, OSError, ValueError, KeyError):
+            found = {}
+            for batch in pending:
+                try:
+                    found[batch.batch_id] = self.batch_store.read(batch.asset, batch.partition, batch.batch_id)
+                except (BatchError, OSError, ValueError, KeyError) as exc:
+                    found[batch.batch_id] = f"{type(exc).__name__}: {exc}"
+        documents = [found[b.batch_id] for b in pending]
         out = []
         errors: dict[str, str] = {}
         for batch, document in zip(pending, documents, strict=True):

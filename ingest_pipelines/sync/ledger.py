@@ -80,20 +80,11 @@ batches = sa.Table(
     sa.Column("last_attempt_at", sa.Float),
     sa.Column("last_request_at", sa.Float),
     sa.Column("last_error", sa.Text),
+    # the batch itself (JSON): committed with the registry row, so a committed batch is always readable
+    sa.Column("document", sa.LargeBinary),
     sa.Index("ix_sync_batches_partition", "workflow", "asset", "partition"),
     sa.Index("ix_sync_batches_pending", "workflow", "applied_at", "seq"),
 )
-
-#: columns added after the first release: created on an existing table when missing (ALTER TABLE ADD COLUMN).
-_ADDED_COLUMNS = {
-    "sync_batches": {
-        "attempts": "INTEGER NOT NULL DEFAULT 0",
-        "requests": "INTEGER NOT NULL DEFAULT 0",
-        "last_attempt_at": "FLOAT",
-        "last_request_at": "FLOAT",
-        "last_error": "TEXT",
-    },
-}
 
 webhook_calls = sa.Table(
     "sync_webhook_calls",
@@ -103,6 +94,10 @@ webhook_calls = sa.Table(
     sa.Column("status", sa.Integer, nullable=False),
     sa.Column("sent_at", sa.Float, nullable=False),
 )
+
+
+#: the registry columns of sync_batches (everything but the document)
+_REGISTRY = [column for column in batches.columns if column.name != "document"]
 
 
 class LedgerError(RuntimeError):
@@ -130,6 +125,8 @@ class BatchRow:
     changes: int
     oldest_change: float
     created_at: float
+    #: the batch as JSON (None in rows read back without it)
+    document: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -217,18 +214,22 @@ def _engine(url: str, pid: int) -> Engine:
 
 
 def _add_missing_columns(engine: Engine) -> None:
-    """Bring a ledger made by an earlier version up to date: add the columns it lacks."""
+    """Bring a ledger made by an earlier version up to date: add the columns its tables lack (every column
+    added since the first release is nullable or has a server default)."""
     inspector = sa.inspect(engine)
-    for table, columns in _ADDED_COLUMNS.items():
-        present = {c["name"] for c in inspector.get_columns(table)}
-        missing = {name: ddl for name, ddl in columns.items() if name not in present}
+    for table in metadata.sorted_tables:
+        present = {c["name"] for c in inspector.get_columns(table.name)}
+        missing = [column for column in table.columns if column.name not in present]
         if not missing:
             continue
         with engine.begin() as conn:
-            for name, ddl in missing.items():
+            for column in missing:
+                ddl = column.type.compile(dialect=engine.dialect)
+                if column.server_default is not None:
+                    ddl += f" NOT NULL DEFAULT {column.server_default.arg}"
                 try:
-                    conn.execute(sa.text(f"ALTER TABLE {table} ADD COLUMN {name} {ddl}"))
-                except sa.exc.OperationalError:
+                    conn.execute(sa.text(f"ALTER TABLE {table.name} ADD COLUMN {column.name} {ddl}"))
+                except (sa.exc.OperationalError, sa.exc.ProgrammingError):
                     pass  # another process added it first
 
 
@@ -435,12 +436,24 @@ class SyncLedger:
 
     def committed_batches(self, workflow: str, asset: str, partition: str) -> list[BatchRow]:
         query = (
-            sa.select(batches)
+            sa.select(*_REGISTRY)
             .where(batches.c.workflow == workflow, batches.c.asset == asset, batches.c.partition == partition)
             .order_by(batches.c.seq)
         )
         with self.engine.connect() as conn:
             return [self._batch(r) for r in conn.execute(query)]
+
+    def batch_documents(self, workflow: str, batch_ids: Iterable[str]) -> dict[str, bytes]:
+        """The documents of committed batches by id (batches committed before documents lived here are absent)."""
+        ids = list(batch_ids)
+        out: dict[str, bytes] = {}
+        with self.engine.connect() as conn:
+            for start in range(0, len(ids), 500):
+                query = sa.select(batches.c.batch_id, batches.c.document).where(
+                    batches.c.workflow == workflow, batches.c.batch_id.in_(ids[start : start + 500]), batches.c.document.is_not(None)
+                )
+                out.update((r.batch_id, bytes(r.document)) for r in conn.execute(query))
+        return out
 
     def committed_partitions(self, workflow: str, asset: str) -> list[str]:
         """Every partition (shard or hour) that has a committed batch, sorted."""
@@ -469,7 +482,7 @@ class SyncLedger:
 
     def pending_batches(self, workflow: str, limit: int | None = None, asset: str | None = None) -> list[PendingBatch]:
         """Committed batches not applied yet, in commit order."""
-        query = sa.select(batches).where(batches.c.workflow == workflow, batches.c.applied_at.is_(None))
+        query = sa.select(*_REGISTRY).where(batches.c.workflow == workflow, batches.c.applied_at.is_(None))
         if asset is not None:
             query = query.where(batches.c.asset == asset)
         query = query.order_by(batches.c.seq)

@@ -1,7 +1,6 @@
 """One sensor tick of a sync workflow, without Dagster: list (or receive events), diff with the key
-index, write change batches to the state store, then commit index + cursor + batch registry at once.
-
-Order is what makes a crash safe: batches are durable before the commit; the commit is one transaction.
+index, then commit the key index changes, the change batches (documents included) and the cursor in one
+transaction: a crash leaves the old state or the new one, never a cursor ahead of its batches.
 """
 
 from __future__ import annotations
@@ -17,9 +16,8 @@ from typing import Any
 
 from ingest_pipelines.config import S3StoreConfig
 from ingest_pipelines.positions import SyncCursor
-from ingest_pipelines.state import StateStore
 from ingest_pipelines.storage import ObjectStore
-from ingest_pipelines.sync.batches import BATCHES_PER_TICK, BatchStore, ChangeBatch, batch_id, chunk_changes, hour_key
+from ingest_pipelines.sync.batches import BATCHES_PER_TICK, ChangeBatch, batch_id, chunk_changes, hour_key
 from ingest_pipelines.sync.changes import (
     Change,
     ChangeDetectionError,
@@ -38,7 +36,7 @@ from ingest_pipelines.sync.ledger import IndexEntry, SyncLedger
 
 log = logging.getLogger(__name__)
 
-#: batches one tick writes at most (each a document in the state store); the rest waits for the next tick.
+#: batches one tick commits at most; the rest waits for the next tick.
 MAX_BATCHES_PER_TICK = 5000
 
 
@@ -111,7 +109,6 @@ def sqs_client(config: S3StoreConfig) -> Any:
 def run_tick(
     workflow: SyncWorkflow,
     source: ObjectStore,
-    state: StateStore,
     ledger: SyncLedger,
     *,
     sqs: Any = None,
@@ -128,7 +125,6 @@ def run_tick(
 
     tick = cursor.tick + 1
     view = _TickState(ledger, name)
-    batch_store = BatchStore(state, name)
     source_config = source.config
     events = isinstance(source_config, S3StoreConfig) and source_config.changes == "events"
     versioned = bucket_is_versioned(source)
@@ -142,16 +138,11 @@ def run_tick(
     pages = 0
     note = ""
 
-    # batch documents are written concurrently (a bucket PUT or a file each) and all waited for before the commit
-    writer = ThreadPoolExecutor(max_workers=16, thread_name_prefix="batch-write")
-    writes: list[Any] = []
-
     def emit(asset: str, partition: str, changes: list[Change]) -> None:
         index = len(written)
         seq = tick * BATCHES_PER_TICK + index
         batch = ChangeBatch(batch_id(name, cursor.generation, tick, index), name, asset, partition, seq, clock(), tuple(changes))  # type: ignore[arg-type]
-        writes.append(writer.submit(batch_store.write, batch))  # durable before the commit below
-        written.append(batch)
+        written.append(batch)  # committed below, document and all, in the transaction that moves the cursor
 
     def flush(final: bool) -> None:
         for groups, asset in ((snapshot_open, "snapshot"), (hours_open, "changes")):
@@ -246,9 +237,6 @@ def run_tick(
             note = f"change capture: pass {cursor.passes} complete"
             break
     flush(final=True)
-    with writer:
-        for write in writes:
-            write.result()  # a batch that could not be written fails the tick: nothing is committed
 
     cursor = cursor.evolve(tick=tick)
     ledger.commit_tick(name, cursor.to_json(), [], view.upserts(), view.deletes(), [b.row() for b in written])

@@ -125,7 +125,7 @@ def build_assets(
         if config.batch_id:
             batches = [runtime.batch_store.read("changes", hour, config.batch_id)]
         else:
-            batches = runtime.batch_store.partition_batches(runtime.ledger, "changes", hour)
+            batches = runtime.batch_store.partition_batches("changes", hour)
             context.log.info(f"{workflow.name}: re-applying {len(batches)} batch(es) of hour {hour}")
         return _materialize(context, runtime, batches, resync=False)
 

@@ -33,7 +33,7 @@ class SyncRuntime:
         self.source = getattr(resources, store_resource_key("source", workflow.source or "")).get_store(max_pool_connections=pool)
         self.state = getattr(resources, STATE_RESOURCE_KEY).get_state()
         self.ledger = SyncLedger(ledger_url(workflow, config))
-        self.batch_store = BatchStore(self.state, workflow.name)
+        self.batch_store = BatchStore(self.ledger, workflow.name, self.state)
         self._resources = resources
         self._destinations: list[Destination] | None = None
 

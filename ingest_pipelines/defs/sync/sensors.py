@@ -59,7 +59,7 @@ def build_sensor(
     )
     def sync_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
         runtime = SyncRuntime(workflow, config, context.resources)
-        outcome = run_tick(workflow, runtime.source, runtime.state, runtime.ledger)
+        outcome = run_tick(workflow, runtime.source, runtime.ledger)
         now = time.time()
         state = pending_state(runtime.ledger, workflow, now)
         context.log.info(
