@@ -1,4 +1,4 @@
-"""`ingest-pipelines`: the demo, and the subcommands each workflow kind adds (serve, job, pennsieve-target).
+"""`ingest-pipelines`: the demo, the subcommands each workflow kind adds (serve, job, pennsieve-target) and `plugins`.
 
 Each kind's CLI module exposes `add_parsers(subparsers)`; the handler is set with `set_defaults(func=...)`.
 """
@@ -17,6 +17,7 @@ CLI_MODULES = (
     "ingest_pipelines.demo",
     "ingest_pipelines.bundles.cli",
     "ingest_pipelines.pennsieve.cli",
+    "ingest_pipelines.plugins.cli",
 )
 
 

@@ -109,6 +109,9 @@ class SyncCursor:
     snapshot_max: int = 0
     passes: int = 0
     watermark: Watermark = field(default_factory=Watermark)
+    #: a plugin source's pass has enumerated everything and is sweeping the key index for keys it did not see:
+    #: the last key swept ("" = from the start); None = not sweeping.
+    sweep: str | None = None
 
     def to_json(self) -> str:
         doc = {
@@ -123,6 +126,8 @@ class SyncCursor:
             "passes": self.passes,
             "wm": self.watermark.to_json(),
         }
+        if self.sweep is not None:
+            doc["sw"] = self.sweep
         return orjson.dumps(doc).decode()
 
     @classmethod
@@ -143,6 +148,7 @@ class SyncCursor:
                 snapshot_max=int(doc["smax"]),
                 passes=int(doc["passes"]),
                 watermark=Watermark.from_json(doc["wm"]),
+                sweep=None if doc.get("sw") is None else str(doc["sw"]),
             )
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
             if isinstance(exc, PositionError):

@@ -18,8 +18,8 @@ from ingest_pipelines.config import StoreConfig
 from ingest_pipelines.plugins.protocols import ID_PLACEHOLDER, Download, Element, PluginError
 from ingest_pipelines.storage import ObjectInfo, StoreError
 
-#: ASCII characters kept as they are in keys (besides letters and digits); everything else is %XX.
-_SAFE = frozenset("-._~!$'()+,;=@")
+#: ASCII characters kept as they are in keys (besides letters and digits; a space too); everything else is %XX.
+_SAFE = frozenset("-._~!$'()+,;=@ ")
 #: the key index holds versions up to this length; longer ones are replaced by their SHA-256.
 MAX_VERSION = 200
 

@@ -247,12 +247,21 @@ class Registry:
 
 def config_keys(model: type[StoreConfig]) -> list[dict[str, Any]]:
     """The keys of a config model as ingest.yaml spells them: name, type, required or default, secret."""
+    from pydantic import BeforeValidator
+
+    from ingest_pipelines.config import parse_duration
+
     secrets = set(secret_field_names(model))
     out = []
     for name, info in model.model_fields.items():
         if name in ("type", "name"):
             continue
-        annotation = "secret" if name in secrets else _type_name(info.annotation)
+        if name in secrets:
+            annotation = "secret ($VAR)"
+        elif any(isinstance(m, BeforeValidator) and m.func is parse_duration for m in info.metadata):
+            annotation = "duration"
+        else:
+            annotation = _type_name(info.annotation)
         item: dict[str, Any] = {"key": info.alias or name, "type": annotation, "required": info.is_required()}
         if not info.is_required():
             default = info.get_default(call_default_factory=True)
@@ -264,8 +273,18 @@ def config_keys(model: type[StoreConfig]) -> list[dict[str, Any]]:
 
 
 def _type_name(annotation: Any) -> str:
-    text = getattr(annotation, "__name__", None) if isinstance(annotation, type) else None
-    return text or str(annotation).replace("typing.", "")
+    """`str`, `int`, `a | b` for a Literal, without `| None` (the default says null)."""
+    import types
+    import typing
+
+    origin = typing.get_origin(annotation)
+    if origin is typing.Literal:
+        return " | ".join(str(arg) for arg in typing.get_args(annotation))
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join(_type_name(arg) for arg in typing.get_args(annotation) if arg is not type(None))
+    if isinstance(annotation, type) and origin is None:
+        return annotation.__name__
+    return str(annotation).replace("typing.", "")
 
 
 #: the process-wide registry the config loader and open_store use.

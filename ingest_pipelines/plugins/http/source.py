@@ -195,7 +195,10 @@ class HttpSource:
     # ------------------------------------------------------------------ one element
 
     def _url(self, template: str, element: Element) -> str:
-        return self.config.resolve(template).replace(ID_PLACEHOLDER, quote(element.id, safe=""))
+        escaped = quote(element.id, safe="")
+        if escaped in (".", ".."):  # a bare dot segment would be resolved away by the URL, not sent
+            escaped = escaped.replace(".", "%2E")
+        return self.config.resolve(template).replace(ID_PLACEHOLDER, escaped)
 
     def download(self, element: Element) -> Download:
         url = self._url(self.config.downloadUrl, element)
