@@ -200,9 +200,15 @@ class HttpSource:
             escaped = escaped.replace(".", "%2E")
         return self.config.resolve(template).replace(ID_PLACEHOLDER, escaped)
 
+    def _call(self, method: str, url: str, what: str, element: Element, stream: bool = False) -> requests.Response:
+        try:
+            return self.client.request(method, url, stream=stream)
+        except PluginError as exc:  # name the element, not only its URL (ids are escaped there)
+            raise PluginError(f"{exc} ({what} element {element.id!r})") from None
+
     def download(self, element: Element) -> Download:
         url = self._url(self.config.downloadUrl, element)
-        response = self.client.request("GET", url, stream=True)
+        response = self._call("GET", url, "downloading", element, stream=True)
         if response.status_code in GONE:
             response.close()
             raise ElementNotFound(f"source {self.config.name}: element {element.id!r} is gone (GET {url}: HTTP {response.status_code})")
@@ -221,7 +227,7 @@ class HttpSource:
         """Asked before an element missing from a complete enumeration counts as deleted: GET its download URL
         (the answer's body is not read)."""
         url = self._url(self.config.downloadUrl, element)
-        response = self.client.request("GET", url, stream=True)
+        response = self._call("GET", url, "checking", element, stream=True)
         status = response.status_code
         response.close()
         if status in GONE:
@@ -234,7 +240,7 @@ class HttpSource:
         if not self.config.cleanUpUrl:
             raise PluginError(f"source {self.config.name}: the workflow has `cleanUp: true` but the source has no `cleanUpUrl`")
         url = self._url(self.config.cleanUpUrl, element)
-        response = self.client.request("DELETE", url)
+        response = self._call("DELETE", url, "cleaning up", element)
         status = response.status_code
         response.close()
         if status in GONE or status // 100 == 2:
