@@ -63,11 +63,14 @@ class HttpSourceConfig(PluginConfig):
     authHeader: str = "Authorization"
     authScheme: str = "Bearer"
     token: SecretField = None
-    timeout: Duration = 30.0
+    #: per attempt: connecting, and each wait for data (a long download that keeps sending is not cut).
+    timeout: Duration = 10.0
     #: attempts after the first on 408/425/429/5xx and connection errors, waiting `Retry-After` or an exponential
-    #: backoff (0.5 s, 1 s, 2 s, ... at most 30 s), never more than `retryBudget` in total per request.
+    #: backoff (0.5 s, 1 s, 2 s, ... at most 30 s); no attempt starts `retryBudget` after the first one did. A
+    #: call thus takes at most about retryBudget + timeout; with the sync's tickSeconds (20 s) a sensor tick
+    #: stays under Dagster's 60 s.
     retries: int = Field(default=5, ge=0, le=20)
-    retryBudget: Duration = 30.0
+    retryBudget: Duration = 20.0
 
     summary: ClassVar[str] = "an HTTP JSON API: paged list endpoint, download URL template, header auth"
 
