@@ -221,3 +221,61 @@ def test_cli_names_a_broken_plugin_and_fails(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "broken  [cannot be loaded]" in result.stdout and "entry point broken = no_such_module_xyz:plugin" in result.stdout
     assert "http  [source]" in result.stdout  # the others are still listed
+
+
+def test_the_minimal_plugin_of_the_docs_works(http_server, monkeypatch) -> None:
+    """docs/plugins.md's minimal plugin, as written there, against a notes API on loopback."""
+    import types
+
+    from ingest_pipelines.config import parse_config
+    from ingest_pipelines.plugins import Element, ElementNotFound
+    from ingest_pipelines.testing.http_server import Response
+
+    text = (Path(__file__).resolve().parent.parent / "docs" / "plugins.md").read_text()
+    code = text.split("## A minimal plugin", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    assert 30 <= len(code.strip().splitlines()) <= 50
+    module = types.ModuleType("notes_plugin")
+    exec(compile(code, "docs/plugins.md", "exec", dont_inherit=True), module.__dict__)  # as its own file would be
+
+    notes = {"1": ("2024-05-01", b"first"), "2": ("2024-05-02", b"second"), "3": ("2024-05-03", b"third")}
+    deleted = []
+
+    def handler(request):
+        if request.headers.get("Authorization") != "Bearer n0tes":
+            return Response(401, {})
+        parts = [p for p in request.path.split("/") if p]
+        if parts == ["api", "notes"]:
+            page = int(request.query["page"][0])
+            chunk = sorted(notes)[(page - 1) * 2 : page * 2]
+            return Response(200, {"notes": [{"id": int(i), "updated": notes[i][0], "bytes": len(notes[i][1])} for i in chunk]})
+        if request.method == "GET" and parts[-1] == "text":
+            return Response(200, notes[parts[2]][1], {"Content-Type": "text/plain"}) if parts[2] in notes else Response(404, {})
+        if request.method == "DELETE":
+            deleted.append(parts[2])
+            return Response(204 if notes.pop(parts[2], None) else 404, b"")
+        return Response(404, {})
+
+    server = http_server(handler)
+    monkeypatch.setenv("NOTES_TOKEN", "n0tes")
+    REGISTRY.register("notes", module.plugin)
+    try:
+        config = parse_config(
+            {"sources": [{"name": "notes", "type": "notes", "url": f"{server.url}/api", "token": "$NOTES_TOKEN"}]}, "x.yaml"
+        )
+        source = open_store(config.source("notes"), role="source")
+        listed, position = [], None
+        while True:
+            page, position = source.enumerate_page(position)
+            listed += [(e.key, e.version, e.size) for e in page]
+            if position is None:
+                break
+        assert listed == [("1", "2024-05-01", 5), ("2", "2024-05-02", 6), ("3", "2024-05-03", 5)]
+        stream, content_type, _ = source.open_element("2", "2024-05-02")
+        assert stream.read() == b"second" and content_type == "text/plain"
+        source.clean_up_element("2", "2024-05-02")
+        source.clean_up_element("2", "2024-05-02")  # idempotent
+        assert deleted == ["2", "2"] and "2" not in notes
+        with pytest.raises(ElementNotFound):
+            module.NotesSource(config.source("notes")).download(Element("2", ""))
+    finally:
+        REGISTRY.unregister("notes")
