@@ -74,6 +74,20 @@ def test_page_paging_stops_at_a_short_page_without_asking_for_an_empty_one(api) 
     assert pages == ["1", "2", "3"]  # 7 elements, 3 per page: page 3 is short
 
 
+def test_page_paging_ends_when_an_api_answers_past_the_end_with_its_last_page(http_server) -> None:
+    from ingest_pipelines.testing.http_server import Response
+
+    def handler(request):  # two full pages, then page 2 again for any later page (clamped)
+        page = min(int(request.query["page"][0]), 2)
+        return Response(200, [{"id": f"p{page}-{i}"} for i in range(2)])
+
+    server = http_server(handler)
+    config = HttpSourceConfig(name="c", url=f"{server.url}/items", downloadUrl="/x/{id}", paging="page", pageSize=2)
+    ids = enumerate_all(HttpSource(config))
+    assert ids == ["p1-0", "p1-1", "p2-0", "p2-1"]
+    assert [r.query["page"][0] for r in server.requests] == ["1", "2", "3"]
+
+
 def test_element_fields(api) -> None:
     page = source(api, paging="none", pageSize=100).list_elements(None)
     element = next(e for e in page.elements if e.id == "a/b")

@@ -72,6 +72,10 @@ def _text(value: Any) -> str:
     return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
 
 
+def _page_digest(elements: list[Element]) -> str:
+    return hashlib.sha1("\0".join(e.id for e in elements).encode()).hexdigest()[:12]
+
+
 def fingerprint(item: Any) -> str:
     """A version for an entry without a version field: any change of the listed entry is a new version."""
     return "sha1:" + hashlib.sha1(orjson.dumps(item, option=orjson.OPT_SORT_KEYS)).hexdigest()
@@ -118,8 +122,8 @@ class HttpSource:
         params = self._first_params()
         url = cfg.url
         if cfg.paging == "page":
-            page = int(position) if position else cfg.firstPage
-            params[cfg.pageParam] = page
+            number = (position or "").partition("|")[0]
+            params[cfg.pageParam] = int(number) if number else cfg.firstPage
         elif cfg.paging == "cursor" and position:
             params[cfg.cursorParam] = position
         elif cfg.paging == "next-link" and position:
@@ -139,16 +143,23 @@ class HttpSource:
         if not isinstance(items, list):
             raise PluginError(f"source {cfg.name}: GET {response.url}: {cfg.itemsField or 'the answer'!s} is not a list")
         elements = self._elements(items, response.url)
-        return ElementPage(elements, self._next(position, body, response, len(items)))
+        if cfg.paging == "page" and position and elements and position.partition("|")[2] == _page_digest(elements):
+            # an API that answers a page past the end with its last page again: the enumeration ended before it
+            log.warning("source %s: page %s repeats the page before it; the enumeration ends here", cfg.name, params[cfg.pageParam])
+            return ElementPage([], None)
+        return ElementPage(elements, self._next(position, body, response, elements))
 
-    def _next(self, position: str | None, body: Any, response: requests.Response, count: int) -> str | None:
+    def _next(self, position: str | None, body: Any, response: requests.Response, elements: list[Element]) -> str | None:
         cfg = self.config
         if cfg.paging == "none":
             return None
         if cfg.paging == "page":
+            # the number of the next page, and a digest of this one's ids (to notice a page answered twice)
+            count = len(dotted(body, cfg.itemsField) or [])
             if count == 0 or (cfg.pageSize is not None and count < cfg.pageSize):
                 return None
-            return str((int(position) if position else cfg.firstPage) + 1)
+            number = (position or "").partition("|")[0]
+            return f"{(int(number) if number else cfg.firstPage) + 1}|{_page_digest(elements)}"
         if cfg.paging == "cursor":
             cursor = dotted(body, cfg.cursorField)
             if cursor in (None, "", False):
