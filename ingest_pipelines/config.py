@@ -137,6 +137,10 @@ class StoreConfig(ConfigModel):
     type: str
     name: str
     prefix: str = ""
+    #: as a sync destination: write an empty connylabs marker `{metafilesPrefix}{key}.done` per object.
+    metafilesPrefix: str | None = None
+    #: as a sync destination: propagate deletes (record destinations default to true).
+    deletes: bool = False
 
     secret_fields: ClassVar[tuple[str, ...]] = ()
 
@@ -150,9 +154,6 @@ class S3StoreConfig(StoreConfig):
     accessKeyID: SecretField = None
     secretAccessKey: SecretField = None
     sessionToken: SecretField = None
-    metafilesPrefix: str | None = None
-    #: sync: propagate deletes to this destination.
-    deletes: bool = False
     #: sync source: how changes are found: "list" (ListObjects/ListObjectVersions) or "events" (SQS).
     changes: Literal["list", "events"] = "list"
     queueUrl: str | None = Field(default=None, validate_default=True)
@@ -188,8 +189,6 @@ class S3StoreConfig(StoreConfig):
 class FilesystemStoreConfig(StoreConfig):
     type: Literal["filesystem"] = "filesystem"
     path: str
-    metafilesPrefix: str | None = None
-    deletes: bool = False
 
     def uri(self, key: str = "") -> str:
         return Path(self.path, self.prefix + key).resolve().as_uri()

@@ -1,5 +1,6 @@
 """Run in a separate interpreter (a venv where examples/ingest-plugin-sqlite is pip-installed): load an ingest.yaml
-that uses `type: sqlite-table` and run its sync workflow through Dagster until a change-capture pass completes.
+that uses `type: sqlite-table` and run its sync workflow through Dagster until a change-capture pass completes
+and no batch is pending.
 
 Usage: python plugins_example_driver.py <ingest.yaml> <workflow>; prints one JSON line with what happened.
 """
@@ -50,7 +51,7 @@ def main(argv: list[str]) -> int:
             failed += not result.success
             checks_failed += sum(not e.passed for e in result.get_asset_check_evaluations())
         state = SyncCursor.from_json(cursor)
-        if state.mode == "cdc" and state.passes > start:
+        if state.mode == "cdc" and state.passes > start and not ledger.pending_batches(workflow):
             break
     source = config.source(config.workflow(workflow).source)
     print(json.dumps({"runs": runs, "failed": failed, "checks_failed": checks_failed, "source_type": type(source).__module__}))

@@ -69,7 +69,7 @@ class SyncRig:
         self.emitted: list[ChangeBatch] = []
 
     def tick(self, **kwargs: Any) -> TickOutcome:
-        outcome = run_tick(self.workflow, self.source, self.state, self.ledger, self.cursor, **kwargs)
+        outcome = run_tick(self.workflow, self.source, self.state, self.ledger, **kwargs)
         self.cursor = outcome.cursor.to_json()
         self.emitted.extend(outcome.batches)
         return outcome

@@ -76,6 +76,8 @@ def test_sample_config_builds_every_kinds_graph() -> None:
         "images_mirror/snapshot:no_duplicate_records",
         "images_mirror/changes:destination_matches_batch",
         "images_mirror/changes:no_duplicate_records",
+        "images_mirror/snapshot:batches_applied",
+        "images_mirror/changes:batches_applied",
         "faces/indexed:no_failures",
         "pacifica/bundle:archive_matches_metadata",
         "umap/import:import_complete",
@@ -93,6 +95,7 @@ def test_sample_config_builds_every_kinds_graph() -> None:
     assert sensors["umap__folders_sensor"].default_status == dg.DefaultSensorStatus.RUNNING
     jobs = {job.name for job in repo.get_all_jobs()} - {"__ASSET_JOB"}
     assert jobs == {
+        "images_mirror__apply_job",
         "images_mirror__snapshot_job",
         "images_mirror__changes_job",
         "faces__index_job",

@@ -17,6 +17,8 @@ from ingest_pipelines.plugins.adapters import escape_id
 from ingest_pipelines.positions import SyncCursor
 from ingest_pipelines.records import read_records
 from ingest_pipelines.storage.s3 import S3Store
+from ingest_pipelines.sync import ledger as ledger_tables
+from ingest_pipelines.sync.ledger import SyncLedger
 from ingest_pipelines_tests.http_source_fixtures import ElementsAPI, http_source
 from ingest_pipelines_tests.sync_fixtures import bucket_keys
 
@@ -71,8 +73,23 @@ def execute(defs: dg.Definitions, instance: dg.DagsterInstance, request: dg.RunR
     )
 
 
-def drive(defs: dg.Definitions, instance: dg.DagsterInstance, cursor: str | None, max_ticks: int = 40) -> tuple[str, list[Any]]:
-    """Sensor ticks, each followed by its runs, until a change-capture pass completes; the cursor and the runs."""
+def pending(tmp_path: Path) -> list[Any]:
+    return SyncLedger(f"sqlite:///{tmp_path / 'state' / 'sync-ledger.sqlite'}").pending_batches("api-sync")
+
+
+def let_retry_delays_pass(tmp_path: Path) -> None:
+    """Move every batch's last attempt an hour into the past, as if its retry delay had gone by."""
+    table = ledger_tables.batches
+    with SyncLedger(f"sqlite:///{tmp_path / 'state' / 'sync-ledger.sqlite'}").engine.begin() as conn:
+        for column in (table.c.last_attempt_at, table.c.last_request_at):
+            conn.execute(table.update().where(column.is_not(None)).values({column.name: column - 3600}))
+
+
+def drive(
+    defs: dg.Definitions, instance: dg.DagsterInstance, tmp_path: Path, cursor: str | None, max_ticks: int = 40
+) -> tuple[str, list[Any]]:
+    """Sensor ticks, each followed by the run it requests, until a change-capture pass has completed and no batch
+    is pending (a failed batch's retry delay is let pass); the cursor and the runs."""
     start = SyncCursor.from_json(cursor).passes if cursor else 0
     results = []
     for _ in range(max_ticks):
@@ -80,9 +97,23 @@ def drive(defs: dg.Definitions, instance: dg.DagsterInstance, cursor: str | None
         cursor = evaluation.cursor
         results += [execute(defs, instance, request) for request in evaluation.run_requests]
         state = SyncCursor.from_json(cursor)
-        if state.mode == "cdc" and state.passes > start:
+        waiting = pending(tmp_path)
+        if state.mode == "cdc" and state.passes > start and not waiting:
             return cursor, results
-    raise AssertionError(f"no pass completed in {max_ticks} ticks")
+        if waiting and not evaluation.run_requests:
+            let_retry_delays_pass(tmp_path)
+    raise AssertionError(f"not done in {max_ticks} ticks")
+
+
+def failure_text(result: dg.ExecuteInProcessResult) -> str:
+    """The messages of a run's step failures (the error and the dg.Failure description)."""
+    parts = []
+    for event in result.all_events:
+        if event.event_type == dg.DagsterEventType.STEP_FAILURE:
+            data = event.event_specific_data
+            parts.append(data.error.message if data.error else "")
+            parts.append(data.user_failure_data.description if data.user_failure_data else "")
+    return "\n".join(filter(None, parts))
 
 
 def mirror(s3: Any) -> dict[str, bytes]:
@@ -102,15 +133,6 @@ def expected_mirror(api: ElementsAPI) -> dict[str, bytes]:
     return {escape_id(element_id): body for element_id, body in api.snapshot().items()}
 
 
-def error_text(error: Any) -> str:
-    """A Dagster error with its causes, as one text."""
-    parts = []
-    while error is not None:
-        parts.append(error.message)
-        error = error.cause
-    return "\n".join(parts)
-
-
 def checks_passed(results: list[Any]) -> bool:
     return all(e.passed for r in results for e in r.get_asset_check_evaluations())
 
@@ -122,7 +144,7 @@ def test_http_api_into_an_s3_mirror_and_records(api, s3, s3_server, tmp_path, wr
     api.throttle_lists = 1  # the very first list call: 429, Retry-After 1
     api.failing_downloads["zeta"] = 2  # two 500s, then the client's third attempt succeeds
 
-    cursor, results = drive(defs, instance, None)
+    cursor, results = drive(defs, instance, tmp_path, None)
     assert results and all(r.success for r in results) and checks_passed(results)
     assert mirror(s3) == expected_mirror(api)
     head = s3.head_object(Bucket="mirror", Key="api/" + escape_id("a/b"))
@@ -137,16 +159,11 @@ def test_http_api_into_an_s3_mirror_and_records(api, s3, s3_server, tmp_path, wr
     api.put("alpha", b"alpha, second version", "text/plain")
     api.remove("zeta")
     api.put("new/one", b"brand new")
-    api.failing_downloads["new/one"] = 4  # retries: 3 -> the run's first attempt fails, its retry succeeds
-    cursor, results = drive(defs, instance, cursor)
-    assert all(r.success for r in results) and checks_passed(results)
-    retried = [
-        error_text(e.event_specific_data.error)
-        for r in results
-        for e in r.all_events
-        if e.event_type == dg.DagsterEventType.STEP_UP_FOR_RETRY
-    ]
-    assert len(retried) == 1 and "HTTP 500" in retried[0] and "(downloading element 'new/one')" in retried[0]
+    api.failing_downloads["new/one"] = 4  # retries: 3 -> the first apply run fails; the sensor's retry succeeds
+    cursor, results = drive(defs, instance, tmp_path, cursor)
+    failed = [r for r in results if not r.success]
+    assert len(failed) == 1 and results[-1].success and checks_passed(results[-1:])
+    assert "HTTP 500" in failure_text(failed[0]) and "(downloading element 'new/one')" in failure_text(failed[0])
     meta = [{k: v.value for k, v in e.materialization.metadata.items()} for r in results for e in r.get_asset_materialization_events()]
     assert sum(m["creates"] for m in meta) == 1 and sum(m["updates"] for m in meta) == 1 and sum(m["deletes"] for m in meta) == 1
     assert mirror(s3) == expected_mirror(api)
@@ -164,22 +181,25 @@ def test_http_api_into_an_s3_mirror_and_records(api, s3, s3_server, tmp_path, wr
     assert not idle.run_requests and "pass" in str(idle.skip_message) and "complete" in str(idle.skip_message)
 
 
-def test_rerunning_a_batch_adds_no_record_and_no_copy(api, s3, s3_server, tmp_path, write_config, instance) -> None:
+def test_a_snapshot_backfill_of_an_api_in_sync_downloads_little_and_adds_no_record(
+    api, s3, s3_server, tmp_path, write_config, instance
+) -> None:
     s3.create_bucket(Bucket="mirror")
     s3.create_bucket(Bucket="records")
     defs = build_definitions(load_config(write_config(sync_config(api, s3_server.endpoint_url, tmp_path))))
-    first = tick(defs, instance, None)
-    assert first.run_requests
-    for request in first.run_requests:
-        assert execute(defs, instance, request).success
+    drive(defs, instance, tmp_path, None)
     downloads = len(api.requests("GET", "/items/"))
     before = records_by_key(s3_server.endpoint_url, s3)
-    again = execute(defs, instance, first.run_requests[0])
-    assert again.success and checks_passed([again])
-    meta = {k: v.value for k, v in again.get_asset_materialization_events()[0].materialization.metadata.items()}
-    assert meta["copied"] == 0
-    assert records_by_key(s3_server.endpoint_url, s3) == before
-    assert len(api.requests("GET", "/items/")) == downloads  # the ledger knew: not one download
+    s3.delete_object(Bucket="mirror", Key="api/alpha")  # one object lost in the mirror
+
+    backfill = defs.resolve_job_def("api_sync__snapshot_job").execute_in_process(partition_key="all", instance=instance)
+    assert backfill.success
+    assert {e.check_name: e.passed for e in backfill.get_asset_check_evaluations()}["destination_matches_batch"] is True
+    meta = {k: v.value for k, v in backfill.get_asset_materialization_events()[0].materialization.metadata.items()}
+    assert meta["copied"] == 1 and meta["already_present"] == len(IDS) - 1
+    assert mirror(s3) == expected_mirror(api)
+    assert records_by_key(s3_server.endpoint_url, s3) == before  # every version has its record already
+    assert [r.path for r in api.requests("GET", "/items/")[downloads:]] == [api.download_path("alpha")]
 
 
 def test_clean_up_deletes_through_the_api(api, s3, s3_server, tmp_path, write_config, instance) -> None:
@@ -188,12 +208,12 @@ def test_clean_up_deletes_through_the_api(api, s3, s3_server, tmp_path, write_co
     document["workflows"][0]["destinations"] = ["folder"]
     defs = build_definitions(load_config(write_config(document)))
     expected = expected_mirror(api)
-    cursor, results = drive(defs, instance, None)
+    cursor, results = drive(defs, instance, tmp_path, None)
     assert all(r.success for r in results)
     folder = tmp_path / "folder"
     assert {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()} == expected
     assert api.snapshot() == {} and len(api.requests("DELETE")) == len(IDS)
     meta = [{k: v.value for k, v in e.materialization.metadata.items()} for r in results for e in r.get_asset_materialization_events()]
     assert sum(m["cleaned_up"] for m in meta) == len(IDS)
-    cursor, results = drive(defs, instance, cursor)
+    cursor, results = drive(defs, instance, tmp_path, cursor)
     assert results == []  # elements removed by cleanUp are not deletes

@@ -117,6 +117,8 @@ def test_a_plugin_from_another_distribution_validates_like_a_builtin_type(site, 
         load_config(path)
     with pytest.raises(Exception, match=r"sources\[0\] \(m\): field 'bogus': unknown key"):
         load_config(write_config({"sources": [{"name": "m", "type": "memo", "bogus": 1}]}))
+    with pytest.raises(Exception, match=r"destinations\[0\] \(m\): field 'metafilesPrefix': .*s3 and filesystem destinations only"):
+        load_config(write_config({"destinations": [{"name": "m", "type": "memo", "metafilesPrefix": "meta/"}]}))
 
 
 def test_a_plugin_that_fails_to_import_names_its_entry_point(site, write_config) -> None:

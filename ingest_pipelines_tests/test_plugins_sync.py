@@ -138,7 +138,7 @@ class Rig:
         return POOLS["shelf"]
 
     def tick(self) -> list[tuple[str, str]]:
-        outcome = run_tick(self.workflow, self.source, self.state, self.ledger, self.cursor)
+        outcome = run_tick(self.workflow, self.source, self.state, self.ledger)
         self.cursor = outcome.cursor.to_json()
         self.outcomes.append(outcome)
         return [(c.operation, c.key) for b in outcome.batches for c in b.changes]
@@ -248,7 +248,7 @@ def test_plugin_destination_stores_each_version_once_and_deletes(tmp_path) -> No
     batch = rig.outcomes[0].batches[0]
     again = rig.applier.apply(batch)  # a re-run of the same batch: the ledger skips it
     assert again.skipped_already_applied == 2 and POOLS["shelf:stores"] == ["a", "b"]
-    check = destinations_match("wf", batch, rig.source, rig.destinations, rig.ledger)
+    check = destinations_match("wf", [batch], rig.source, rig.destinations, rig.ledger)
     assert check.passed and check.checked == 2
 
     # a snapshot-style re-apply under a new batch finds both present at their version

@@ -109,11 +109,12 @@ def test_restart_mid_snapshot_emits_nothing_twice(tmp_path, s3, s3_server) -> No
     second = again.tick()
     assert again.changes(second) == [("snapshot", "k02"), ("snapshot", "k03")]
 
-    # Dagster lost the last cursor (crash after our commit): the tick re-sends that tick's batches
-    # (Dagster drops the run keys it has seen) and continues; no object is emitted again
+    # Dagster lost the last cursor (crash after our commit): the scan state is the ledger's, so the
+    # tick continues where the commit left it; the committed batches stay pending until applied
     again.cursor = cursor_after_first
     third = again.tick()
-    assert [r["id"] for r in third.resend] == [b.id for b in second.batches]
+    assert again.changes(third) == [("snapshot", "k04"), ("snapshot", "k05")]
+    assert [b.batch_id for b in again.ledger.pending_batches("wf")] == [b.id for b in first.batches + second.batches + third.batches]
     seen = [c for b in first.batches + second.batches + third.batches for c in b.changes]
     rest = again.run_until_idle()
     all_keys = [c.key for c in seen] + [k for op, k in rest if op == "snapshot"]

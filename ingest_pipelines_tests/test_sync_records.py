@@ -73,7 +73,7 @@ def test_records_json_and_parquet_field_by_field(tmp_path, s3, s3_server) -> Non
     assert rows[2]["payload"] == b"" and rows[3]["payload"] == b"v2"
 
     for batch in rig.emitted:
-        assert records_unique(batch, rig.destinations).passed
+        assert records_unique([batch], rig.destinations).passed
 
 
 def test_rerun_and_backfill_write_no_duplicate_records(tmp_path, s3, s3_server) -> None:

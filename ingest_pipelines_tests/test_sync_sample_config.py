@@ -47,6 +47,7 @@ def test_sample_sync_workflows_build(defs) -> None:
     assert stopped.default_status == dg.DefaultSensorStatus.STOPPED and stopped.minimum_interval_seconds == 300
     assert running.default_status == dg.DefaultSensorStatus.RUNNING and running.minimum_interval_seconds == 30
     assert {target.job_name for target in running.targets} == {
+        "sharded_mirror__apply_job",
         "sharded_mirror__snapshot_job",
         "sharded_mirror__changes_job",
     }

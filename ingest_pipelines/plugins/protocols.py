@@ -123,5 +123,13 @@ class PluginConfig(StoreConfig):
             raise ValueError(f"keyTemplate {value!r} must be a relative path without empty, '.' or '..' segments")
         return value
 
+    @field_validator("metafilesPrefix", check_fields=False)
+    @classmethod
+    def _no_markers(cls, value: str | None) -> str | None:
+        # connylabs markers are empty objects beside the copies: only bucket and folder destinations hold them
+        if value is not None:
+            raise ValueError("markers (metafilesPrefix) are written by s3 and filesystem destinations only")
+        return value
+
     def uri(self, key: str = "") -> str:
         return f"{self.type}://{self.name}/{self.prefix}{key}"

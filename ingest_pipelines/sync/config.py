@@ -32,6 +32,13 @@ class SyncWorkflow(WorkflowConfig):
     ledger: str | None = None
     #: first hour of the `changes` partitions (changes older than this count in this hour).
     changesStart: str = "2024-01-01"
+    #: a run applies pending batches for at most this long / this many batches (0: no limit), then ends;
+    #: the sensor requests the next run for the rest.
+    runSeconds: Duration = 600.0
+    maxBatchesPerRun: int = Field(default=0, ge=0)
+    #: a batch committed longer ago than this and still unapplied fails the `batches_applied` check
+    #: (default: 10 x interval, at least 15 min).
+    maxLag: Duration | None = None
 
     @field_validator("shards")
     @classmethod

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ingest_pipelines.config import S3StoreConfig
-from ingest_pipelines.positions import PositionError, SyncCursor
+from ingest_pipelines.positions import SyncCursor
 from ingest_pipelines.state import StateStore
 from ingest_pipelines.storage import ObjectStore
 from ingest_pipelines.sync.batches import BATCHES_PER_TICK, BatchStore, ChangeBatch, batch_id, chunk_changes, hour_key
@@ -42,19 +42,17 @@ from ingest_pipelines.sync.passes import forget, mark_seen, unseen
 
 log = logging.getLogger(__name__)
 
-#: run requests per tick stay below this (each is a Dagster run); the rest waits for the next tick.
-MAX_BATCHES_PER_TICK = 200
+#: batches one tick writes at most (each a document in the state store); the rest waits for the next tick.
+MAX_BATCHES_PER_TICK = 5000
 
 
 @dataclass
 class TickOutcome:
-    """What the sensor turns into run requests and a cursor."""
+    """What a tick committed: the new cursor and batches, and what it looked at."""
 
     cursor: SyncCursor
     batches: list[ChangeBatch]
-    #: batch refs of an earlier tick whose run requests Dagster may not have recorded (sent again;
-    #: Dagster drops a run key it has seen).
-    resend: list[dict[str, str]]
+    #: why nothing was committed (None when batches were)
     skip_reason: str | None
     pages: int = 0
     messages: int = 0
@@ -119,25 +117,18 @@ def run_tick(
     source: ObjectStore,
     state: StateStore,
     ledger: SyncLedger,
-    dagster_cursor: str | None,
     *,
     sqs: Any = None,
     clock: Callable[[], float] = time.time,
 ) -> TickOutcome:
-    """Detect changes within the tick budget, write them as batches, commit, and say what to run."""
+    """Detect changes within the tick budget, write them as batches and commit them with the cursor.
+
+    The scan state lives in the ledger, not in Dagster's cursor: a committed batch is applied by the
+    reconciliation (the sensor requests a run while batches are pending), never by a run request alone."""
     started = time.monotonic()
     name = workflow.name
-    db_text, pending = ledger.load_scan(name)
+    db_text, _ = ledger.load_scan(name)
     cursor = SyncCursor.from_json(db_text) if db_text else SyncCursor(generation=secrets.token_hex(3))
-    try:
-        seen = SyncCursor.from_json(dagster_cursor) if dagster_cursor else None
-    except PositionError as exc:
-        log.warning("%s: ignoring the Dagster cursor: %s", name, exc)
-        seen = None
-    if seen is not None and seen.generation == cursor.generation and seen.tick >= cursor.tick:
-        resend: list[dict[str, str]] = []
-    else:
-        resend = list(pending)
 
     tick = cursor.tick + 1
     view = _TickState(ledger, name)
@@ -280,19 +271,17 @@ def run_tick(
     flush(final=True)
 
     cursor = cursor.evolve(tick=tick)
-    refs = [b.ref() for b in written]
-    ledger.commit_tick(name, cursor.to_json(), resend + refs, view.upserts(), view.deletes(), [b.row() for b in written])
+    ledger.commit_tick(name, cursor.to_json(), [], view.upserts(), view.deletes(), [b.row() for b in written])
     if receipts:
         _delete_messages(sqs, getattr(source_config, "queueUrl", None), receipts)
     if released:
         _release_messages(sqs, getattr(source_config, "queueUrl", None), released)
     skip = None
-    if not written and not resend:
+    if not written:
         skip = f"no changes ({note or 'nothing listed'}; {pages} page(s) listed)"
     return TickOutcome(
         cursor=cursor,
         batches=written,
-        resend=resend,
         skip_reason=skip,
         pages=pages,
         messages=len(receipts),
