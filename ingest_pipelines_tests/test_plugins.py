@@ -175,7 +175,7 @@ def test_a_type_in_the_wrong_role(write_config) -> None:
         Exception, match=r"destinations\[0\] \(h\): field 'type': unknown type 'http' for a destination \(it is a source type\)"
     ):
         load_config(write_config({"destinations": [http]}))
-    with pytest.raises(Exception, match=r"state\[0\] \(h\): field 'type': unknown type 'http' for a state"):
+    with pytest.raises(Exception, match=r"state\[0\] \(h\): field 'type': unknown type 'http' for a state store \(it is a source type\)"):
         load_config(write_config({"state": http}))
 
 
@@ -281,3 +281,24 @@ def test_the_minimal_plugin_of_the_docs_works(http_server, monkeypatch) -> None:
             module.NotesSource(config.source("notes")).download(Element("2", ""))
     finally:
         REGISTRY.unregister("notes")
+
+
+def test_a_code_location_with_an_http_source_validates_with_the_dagster_cli(tmp_path: Path, write_config) -> None:
+    document = {
+        "sources": [
+            {"name": "api", "type": "http", "url": "http://127.0.0.1:9/items", "downloadUrl": "/items/{id}", "token": "$SOME_TOKEN"}
+        ],
+        "destinations": [{"name": "out", "type": "filesystem", "path": str(tmp_path / "out")}],
+        "workflows": [{"name": "api-sync", "source": "api", "destinations": ["out"]}],
+    }
+    path = write_config(document)
+    result = subprocess.run(
+        [sys.executable, "-m", "dagster", "definitions", "validate", "-m", "ingest_pipelines.definitions"],
+        cwd=tmp_path,
+        env=subprocess_env(INGEST_CONFIG=str(path)),
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Validation successful" in result.stdout + result.stderr

@@ -202,7 +202,8 @@ class Registry:
         """The config model of a type usable in `role`; UnknownType names the types that are."""
         plugin = self.plugin(name)
         if role not in plugin.roles:
-            raise UnknownType(f"unknown type {name!r} for a {role} (it is a {' and '.join(plugin.roles)} type)")
+            what = {"state": "state store"}.get(role, role)
+            raise UnknownType(f"unknown type {name!r} for a {what} (it is a {' and '.join(plugin.roles)} type)")
         return plugin.config
 
     def for_role(self, role: Role) -> list[str]:
