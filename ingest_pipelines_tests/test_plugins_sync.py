@@ -325,3 +325,30 @@ def test_snapshot_shards_over_an_enumerated_source(tmp_path) -> None:
     assert {b.partition: sorted(c.key for c in b.changes) for b in snapshot} == {"img/": ["img/1", "img/2"], "doc/": ["doc/1"]}
     changes = [(c.operation, c.key) for o in rig.outcomes for b in o.batches if b.asset == "changes" for c in b.changes]
     assert changes == [("create", "other")]  # outside every shard: change capture picks it up
+
+
+class LooseSource:
+    """A plugin written loosely: numbers for ids and positions, datetimes, bytes instead of a stream."""
+
+    def __init__(self, config: CatalogConfig):
+        self.pages = [[1, 2], [3]]
+
+    def list_elements(self, position):
+        index = int(position or 0)
+        from datetime import UTC, datetime
+
+        elements = [Element(n, 7, modified=datetime(2024, 5, 1, tzinfo=UTC)) for n in self.pages[index]]  # type: ignore[arg-type]
+        return ElementPage(elements, index + 1 if index + 1 < len(self.pages) else None)  # type: ignore[arg-type]
+
+    def download(self, element: Element) -> Download:
+        return Download(f"element {element.id}".encode())  # type: ignore[arg-type]
+
+
+def test_a_loosely_written_plugin_still_syncs(tmp_path) -> None:
+    REGISTRY.register("catalog", Plugin(config=CatalogConfig, source=LooseSource))
+    rig = Rig(tmp_path, Catalog())
+    rig.until_pass_complete()
+    assert {k: v for k, (_, v) in rig.shelf.items()} == {"1": b"element 1", "2": b"element 2", "3": b"element 3"}
+    assert {v for v, _ in rig.shelf.values()} == {"7"}
+    change = rig.outcomes[0].batches[0].changes[0]
+    assert change.changed_at == 1714521600.0 and change.position.endswith("_s1714521600")

@@ -8,10 +8,12 @@ Keys are made from ids by escaping, so they are deterministic, never leave their
 from __future__ import annotations
 
 import hashlib
+import io
 import mimetypes
 import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, BinaryIO
 
 from ingest_pipelines.config import StoreConfig
@@ -116,7 +118,8 @@ class _Stream:
     """A download's stream carrying its content type and metadata (read by the sync when it copies)."""
 
     def __init__(self, download: Download):
-        self._raw = download.stream
+        raw = download.stream
+        self._raw = io.BytesIO(bytes(raw)) if isinstance(raw, bytes | bytearray | memoryview) else raw  # bytes are fine too
         self.content_type = download.content_type
         self.metadata = dict(download.metadata)
 
@@ -183,8 +186,9 @@ class ElementSourceStore(_NotAnObjectStore):
             if key is None:
                 continue
             size = int(element.size) if element.size is not None and element.size >= 0 else 0
-            out.append(ListedElement(key, stored_version(str(element.version)), size, element.modified, str(element.id)))
-        return out, page.next
+            modified = element.modified.timestamp() if isinstance(element.modified, datetime) else element.modified
+            out.append(ListedElement(key, stored_version(str(element.version)), size, modified, str(element.id)))
+        return out, None if page.next is None else str(page.next)  # a page number given as an int is fine
 
     def _element(self, key: str, version: str = "") -> Element:
         try:
@@ -218,7 +222,10 @@ class ElementSourceStore(_NotAnObjectStore):
 
     def clean_up_element(self, key: str, version: str) -> bool:
         """connylabs' CleanUp through the plugin (idempotent)."""
-        self.plugin.clean_up(self._element(key, version))
+        clean_up = getattr(self.plugin, "clean_up", None)
+        if clean_up is None:
+            raise PluginError(f"{self.config.name}: the workflow has `cleanUp: true` but type {self.config.type!r} has no clean_up")
+        clean_up(self._element(key, version))
         return True
 
     def delete(self, key: str) -> None:

@@ -186,7 +186,7 @@ class Registry:
         if not (isinstance(model, type) and issubclass(model, StoreConfig)):
             entry.error = f"plugin {entry.name!r} ({entry.origin}): config must be a subclass of ingest_pipelines.plugins.PluginConfig"
             return
-        declared = model.model_fields["type"].default
+        declared = _declared_type(model)
         if declared != entry.name:
             entry.error = (
                 f"plugin {entry.name!r} ({entry.origin}): its config model {model.__name__} declares type {declared!r}; "
@@ -244,6 +244,17 @@ class Registry:
                 "summary": plugin.summary or getattr(plugin.config, "summary", "") or "",
                 "keys": config_keys(plugin.config),
             }
+
+
+def _declared_type(model: type[StoreConfig]) -> Any:
+    """The `type` a config model declares: its default, else the one value of its Literal annotation."""
+    import typing
+
+    info = model.model_fields["type"]
+    if not info.is_required():
+        return info.default
+    args = typing.get_args(info.annotation) if typing.get_origin(info.annotation) is typing.Literal else ()
+    return args[0] if len(args) == 1 else None
 
 
 def config_keys(model: type[StoreConfig]) -> list[dict[str, Any]]:
