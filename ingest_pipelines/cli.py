@@ -1,4 +1,4 @@
-"""`ingest-pipelines`: the demo, the subcommands each workflow kind adds (serve, job, pennsieve-target) and `plugins`.
+"""`ingest-pipelines`: the demo, the subcommands each workflow kind adds (sync, serve, job, pennsieve-target) and `plugins`.
 
 Each kind's CLI module exposes `add_parsers(subparsers)`; the handler is set with `set_defaults(func=...)`.
 """
@@ -15,6 +15,7 @@ from collections.abc import Sequence
 #: modules that add subcommands (skipped when not present).
 CLI_MODULES = (
     "ingest_pipelines.demo",
+    "ingest_pipelines.sync.cli",
     "ingest_pipelines.bundles.cli",
     "ingest_pipelines.pennsieve.cli",
     "ingest_pipelines.plugins.cli",

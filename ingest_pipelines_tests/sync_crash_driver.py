@@ -28,7 +28,8 @@ def main(argv: list[str]) -> int:
     settings: dict[str, Any] = json.loads(Path(argv[0]).read_text())
     work = Path(settings["work"])
     endpoint = settings["endpoint"]
-    source = S3StoreConfig(name="src", bucket="src", endpoint=endpoint)
+    events = {"changes": "events", "queueUrl": settings["queue_url"]} if settings.get("queue_url") else {}
+    source = S3StoreConfig(name="src", bucket="src", endpoint=endpoint, **events)
     dests = [
         S3StoreConfig(name="mirror", bucket="dst", endpoint=endpoint, metafilesPrefix="meta/"),
         FilesystemStoreConfig(name="folder", path=str(work / "folder")),
@@ -46,7 +47,7 @@ def main(argv: list[str]) -> int:
         pageSize=settings["page_size"],
         maxPagesPerTick=2,
         settleDelay=0,
-        webhook=settings["webhook"],
+        webhook=settings.get("webhook"),
         threads=8,
         retryDelay="100ms",  # a batch a kill interrupted is tried again at once (the default waits 30 s)
     )
@@ -62,8 +63,11 @@ def main(argv: list[str]) -> int:
         if report.failed:
             print("FAILED", report.failed, flush=True)
         cursor = SyncCursor.from_json(outcome.cursor.to_json())
-        idle = not outcome.batches and not ledger.pending_batches(workflow.name)
-        if idle and cursor.mode == "cdc" and cursor.after == "" and cursor.passes > 0:
+        idle = not outcome.batches and not ledger.pending_batches(workflow.name) and cursor.mode == "cdc"
+        if events and idle and outcome.messages == 0 and not settings.get("keep_running"):
+            print("IDLE", flush=True)
+            return 0
+        if idle and cursor.after == "" and cursor.passes > 0:
             print("IDLE", flush=True)
             return 0
     return 1

@@ -5,6 +5,8 @@ on a real instance and the moto server."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,7 @@ from ingest_pipelines.defs import build_definitions
 from ingest_pipelines.positions import SyncCursor
 from ingest_pipelines.sync import ledger as ledger_tables
 from ingest_pipelines.sync.ledger import SyncLedger
+from ingest_pipelines_tests.conftest import subprocess_env
 from ingest_pipelines_tests.sync_fixtures import bucket_keys, put
 
 SENSOR = "s3_mirror__sync_sensor"
@@ -85,6 +88,12 @@ def materializations(result: dg.ExecuteInProcessResult) -> dict[tuple[str, str |
 
 def checks(result: dg.ExecuteInProcessResult) -> dict[str, bool]:
     return {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "ingest_pipelines.cli", *args], capture_output=True, text=True, env=subprocess_env(), timeout=120
+    )
 
 
 def age_attempts(tmp_path: Path, seconds: float) -> None:
@@ -206,9 +215,13 @@ def test_a_batch_past_max_attempts_fails_the_check_loudly_and_is_not_retried(mak
     # the next tick repeats nothing (the check stays failed) and requests nothing
     quiet = tick(defs, instance, cursor)
     assert not quiet.run_requests and not quiet.asset_events
-    # un-stick: the user fixes the destination and resets the attempts (documented), the run applies it
+    # what the user sees on the command line, and how to un-stick it (documented): fix the destination,
+    # then `ingest-pipelines sync retry`; the next tick requests a run
+    status = cli("sync", "status", "--config", str(tmp_path / "ingest.yaml"))
+    assert status.returncode == 1 and '"converging": false' in status.stdout and '"exhausted": [' in status.stdout, status
     (tmp_path / "folder" / "x.txt").rmdir()
-    assert ledger(tmp_path).reset_attempts("s3-mirror") == 1
+    retried = cli("sync", "retry", "--workflow", "s3-mirror", "--config", str(tmp_path / "ingest.yaml"))
+    assert retried.returncode == 0 and "1 unapplied batch(es) will be tried again" in retried.stdout, retried
     healed = tick(defs, instance, cursor)
     back = {(e.asset_key.path[-1], e.check_name): e for e in healed.asset_events}[("snapshot", "batches_applied")]
     assert back.passed  # retried again: no longer stuck

@@ -215,16 +215,24 @@ class BatchApplier:
 
         def write(item: tuple[ChangeBatch, Destination, list[Change]]) -> list[Outcome]:
             batch, dest, changes = item
+            readable, contents, skipped = [], [], []
+            for change in changes:
+                payload = payloads[(batch.id, change.key)]
+                if isinstance(payload, str):  # the version is gone: the later batch records its successor
+                    skipped.append(Outcome(change, dest, payload))
+                else:
+                    readable.append(change)
+                    contents.append(payload)
             try:
-                uris = write_batch_records(dest, batch, changes, [payloads[(batch.id, c.key)] for c in changes])
+                uris = write_batch_records(dest, batch, readable, contents)
             except Exception as exc:  # the batch fails (and is retried); other batches go on
                 log.warning("%s: batch %s -> %s: writing records failed: %s", self.workflow.name, batch.id, dest.name, exc)
                 error = f"{type(exc).__name__}: {exc}"
                 return [Outcome(c, dest, "failed", error=error) for c in changes]
-            outcomes = [Outcome(c, dest, "records") for c in changes]
+            outcomes = [Outcome(c, dest, "records") for c in readable]
             if outcomes:
                 outcomes[0].uri = "\n".join(uris)  # the record files, reported once per batch
-            return outcomes
+            return outcomes + skipped
 
         with ThreadPoolExecutor(max_workers=max(1, min(self.workflow.threads, len(todo)))) as pool:
             return list(pool.map(write, todo))

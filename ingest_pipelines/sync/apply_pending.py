@@ -138,7 +138,7 @@ class PendingApplier:
             part.destinations_check = part.destinations_check.merge(
                 destinations_match(self.workflow.name, batches, self.source, destinations, self.ledger, observed)
             )
-            part.records_check = part.records_check.merge(records_unique(batches, destinations))
+            part.records_check = part.records_check.merge(records_unique(batches, destinations, self.ledger, self.workflow.name))
         for batch, result in zip(group, results, strict=True):
             part = report.partition(batch.asset, batch.partition)
             part.batches.append(batch)

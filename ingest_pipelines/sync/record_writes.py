@@ -2,6 +2,9 @@
 batch order, in files named from the batch id, so a re-run overwrites its files and never adds a copy.
 
 Payloads are read from the source when the batch is applied, once per change for all records destinations.
+A change whose version the source no longer holds (overwritten or deleted before the batch ran, on a source
+without versioning) gets no record: the later batch that carries the newer version or the delete records
+it, so each version that could be read is recorded exactly once.
 """
 
 from __future__ import annotations
@@ -16,7 +19,8 @@ from ingest_pipelines.sync.changes import Change
 from ingest_pipelines.sync.copies import SourceChanged, open_version
 from ingest_pipelines.sync.destinations import Destination
 
-Payload = tuple[bytes, dict[str, str]]
+#: (payload, metadata), or the reason there is none: "superseded" / "source-missing"
+Payload = tuple[bytes, dict[str, str]] | str
 
 
 def read_payloads(source: ObjectStore, changes: Sequence[Change], threads: int) -> list[Payload]:
@@ -32,13 +36,8 @@ def record_payload(source: ObjectStore, change: Change) -> Payload:
         return b"", {}
     try:
         body, content_type, metadata = open_version(source, change)
-    except SourceChanged:
-        # the object changed or went away before this batch ran: read what is there now (Conduit
-        # reads at read time too); gone -> empty payload, and a later delete record follows
-        try:
-            body, content_type, metadata = open_version(source, Change(change.operation, change.key, change.changed_at))
-        except SourceChanged:
-            return b"", {"content-type": "application/octet-stream"}
+    except SourceChanged as exc:
+        return exc.kind
     try:
         payload = body.read()
     finally:
@@ -48,7 +47,9 @@ def record_payload(source: ObjectStore, change: Change) -> Payload:
     return payload, meta
 
 
-def write_batch_records(dest: Destination, batch: ChangeBatch, changes: Sequence[Change], payloads: Sequence[Payload]) -> list[str]:
+def write_batch_records(
+    dest: Destination, batch: ChangeBatch, changes: Sequence[Change], payloads: Sequence[tuple[bytes, dict[str, str]]]
+) -> list[str]:
     """Write the records of `changes` (of `batch`, in its order); returns the record files' URIs."""
     records = [
         ChangeRecord(change.operation, change.position, change.key, metadata, payload)
