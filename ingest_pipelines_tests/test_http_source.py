@@ -181,6 +181,16 @@ def test_download_retries_a_500_then_succeeds(api) -> None:
     assert [r.path for r in api.requests("GET", "/items/")] == [api.download_path("a/b")] * 3
 
 
+def test_the_download_reports_the_version_of_its_etag(api) -> None:
+    src = source(api)
+    download = src.download(Element("a/b", "rev-1"))
+    download.stream.close()
+    assert download.version == "rev-1"  # ETag "rev-1", quotes removed
+    download = source(api, versionHeader=None).download(Element("a/b", "rev-1"))
+    download.stream.close()
+    assert download.version is None
+
+
 def test_a_persistent_500_fails_the_download_naming_the_element(api) -> None:
     api.failing_downloads["zeta"] = 10
     src = source(api, retries=1)

@@ -181,6 +181,27 @@ def test_http_api_into_an_s3_mirror_and_records(api, s3, s3_server, tmp_path, wr
     assert not idle.run_requests and "pass" in str(idle.skip_message) and "complete" in str(idle.skip_message)
 
 
+def test_an_element_updated_between_listing_and_download_is_recorded_once_per_version(
+    api, s3, s3_server, tmp_path, write_config, instance
+) -> None:
+    s3.create_bucket(Bucket="mirror")
+    s3.create_bucket(Bucket="records")
+    defs = build_definitions(load_config(write_config(sync_config(api, s3_server.endpoint_url, tmp_path))))
+    cursor, _ = drive(defs, instance, tmp_path, None)
+    api.put("alpha", b"alpha v2")
+    evaluation = tick(defs, instance, cursor)  # lists v2 and commits its batch...
+    while not evaluation.run_requests:
+        evaluation = tick(defs, instance, evaluation.cursor)
+    api.put("alpha", b"alpha v3")  # ...which is v3 by the time its run downloads
+    result = execute(defs, instance, evaluation.run_requests[0])
+    assert result.success
+    meta = {k: v.value for k, v in result.get_asset_materialization_events()[0].materialization.metadata.items()}
+    assert meta["superseded"] == 2 and meta["copied"] == 0  # neither destination got v3 as v2
+    drive(defs, instance, tmp_path, evaluation.cursor)
+    assert mirror(s3) == expected_mirror(api)
+    assert records_by_key(s3_server.endpoint_url, s3)["alpha"] == [("snapshot", b"body of alpha"), ("update", b"alpha v3")]
+
+
 def test_a_snapshot_backfill_of_an_api_in_sync_downloads_little_and_adds_no_record(
     api, s3, s3_server, tmp_path, write_config, instance
 ) -> None:

@@ -71,7 +71,8 @@ class CatalogSource:
             raise PluginError(f"catalog: download of {element.id!r} failed: HTTP 500")
         if element.id not in self.catalog.items:
             raise ElementNotFound(element.id)
-        return Download(io.BytesIO(self.catalog.items[element.id][1]), content_type="text/plain")
+        version, body = self.catalog.items[element.id]
+        return Download(io.BytesIO(body), content_type="text/plain", version=version)
 
     def clean_up(self, element: Element) -> None:
         with self.catalog.lock:
@@ -352,3 +353,17 @@ def test_a_loosely_written_plugin_still_syncs(tmp_path) -> None:
     assert {v for v, _ in rig.shelf.values()} == {"7"}
     change = rig.outcomes[0].batches[0].changes[0]
     assert change.changed_at == 1714521600.0 and change.position.endswith("_s1714521600")
+
+
+def test_an_element_changed_after_it_was_listed_is_superseded_and_its_new_version_copied_once(tmp_path) -> None:
+    catalog = Catalog(page_size=5)
+    catalog.put("doc", b"first")
+    rig = Rig(tmp_path, catalog, folder=True)
+    rig.tick()
+    catalog.put("doc", b"second")  # v2 before the batch of v1 runs
+    result = rig.applier.apply(rig.outcomes[0].batches[0])
+    assert result.superseded == 2 and result.copied == 0 and POOLS["shelf:stores"] == []
+    assert not (tmp_path / "folder" / "doc").exists()  # never the new content under the old version
+    assert rig.until_pass_complete() == [("update", "doc")]
+    assert rig.shelf["doc"] == ("v2", b"second") and (tmp_path / "folder" / "doc").read_bytes() == b"second"
+    assert POOLS["shelf:stores"] == ["doc"]

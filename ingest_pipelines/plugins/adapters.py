@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import Any, BinaryIO
 
 from ingest_pipelines.config import StoreConfig
-from ingest_pipelines.plugins.protocols import ID_PLACEHOLDER, Download, Element, PluginError
+from ingest_pipelines.plugins.protocols import ID_PLACEHOLDER, Download, Element, ElementChanged, PluginError
 from ingest_pipelines.storage import ObjectInfo, StoreError
 
 #: ASCII characters kept as they are in keys (besides letters and digits; a space too); everything else is %XX.
@@ -197,9 +197,13 @@ class ElementSourceStore(_NotAnObjectStore):
             raise StoreError(f"{self.config.name}: {exc}") from None
 
     def open_element(self, key: str, version: str = "") -> tuple[BinaryIO, str | None, dict[str, str] | None]:
-        """The element's stream, content type and metadata (ElementNotFound when it is gone)."""
+        """The element's stream, content type and metadata (ElementNotFound when it is gone, ElementChanged when the
+        plugin says it downloads another version than `version`)."""
         download = self.plugin.download(self._element(key, version))
         stream = _Stream(download)
+        if version and download.version is not None and stored_version(str(download.version)) != version:
+            stream.close()
+            raise ElementChanged(f"{self.config.name}: {key!r} is at version {download.version!r} now, not {version!r}")
         return stream, download.content_type or mimetypes.guess_type(key)[0], dict(download.metadata) or None  # type: ignore[return-value]
 
     def open(self, key: str) -> BinaryIO:

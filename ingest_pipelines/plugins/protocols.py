@@ -26,6 +26,16 @@ class ElementNotFound(StoreError):
     """The element is gone from the source (404/410 on download): the sync counts it `source_missing` and a later
     pass records the delete."""
 
+    #: how the sync core counts it (copies.open_version)
+    sync_kind = "source-missing"
+
+
+class ElementChanged(StoreError):
+    """The source holds a newer version than the one asked for: the change is `superseded`, the later change
+    (found by the next pass) carries the new version, so no destination gets the new content under the old one."""
+
+    sync_kind = "superseded"
+
 
 @dataclass(frozen=True)
 class Element:
@@ -53,12 +63,15 @@ class ElementPage:
 
 @dataclass
 class Download:
-    """An element's content as a stream (connylabs' Object: MimeType, Len, Reader). The caller closes `stream`."""
+    """An element's content as a stream (connylabs' Object: MimeType, Len, Reader). The caller closes `stream`.
+    `version`, when the source knows it, is the version of what is being downloaded: if it is not the version
+    asked for, the download is dropped as superseded (the next pass finds the new version)."""
 
     stream: BinaryIO
     content_type: str | None = None
     size: int | None = None
     metadata: dict[str, str] = field(default_factory=dict)
+    version: str | None = None
 
 
 @runtime_checkable

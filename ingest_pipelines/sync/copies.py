@@ -75,8 +75,8 @@ def open_version(source: ObjectStore, change: Change) -> tuple[Any, str | None, 
             if hasattr(src, "open_element"):  # a plugin source knows each element's content type
                 return src.open_element(change.key, change.version)
             return src.open(change.key), mimetypes.guess_type(change.key)[0], None
-        except StoreError as exc:
-            raise SourceChanged("source-missing") from exc
+        except StoreError as exc:  # a plugin says which (ElementNotFound / ElementChanged)
+            raise SourceChanged(getattr(exc, "sync_kind", "source-missing")) from exc
     kwargs: dict[str, Any] = {"Bucket": src.bucket, "Key": src.full_key(change.key)}
     if change.version_id and change.version_id != "null":
         kwargs["VersionId"] = change.version_id

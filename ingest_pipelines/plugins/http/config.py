@@ -55,6 +55,9 @@ class HttpSourceConfig(PluginConfig):
     modifiedField: str | None = None
     #: GET this for an element's content; `{id}` is replaced by the URL-escaped id; relative to `url` allowed.
     downloadUrl: str
+    #: a header of the download's answer that carries the element's version as `versionField` gives it (e.g. ETag):
+    #: an element that changed since it was listed is then skipped, and recorded once, by its next change.
+    versionHeader: str | None = None
     #: DELETE this after every destination holds the element (workflow `cleanUp: true`); 404/410 count as done.
     cleanUpUrl: str | None = None
     #: extra request headers (not secret: they are shown by `ingest-pipelines plugins` and may be logged).

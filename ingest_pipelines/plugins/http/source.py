@@ -76,6 +76,14 @@ def _page_digest(elements: list[Element]) -> str:
     return hashlib.sha1("\0".join(e.id for e in elements).encode()).hexdigest()[:12]
 
 
+def _header_version(value: str) -> str:
+    """An ETag-like header as a version: without the weak marker and the quotes (`W/"rev-2"` -> `rev-2`)."""
+    text = value.strip()
+    if text.startswith("W/"):
+        text = text[2:]
+    return text.strip('"')
+
+
 def fingerprint(item: Any) -> str:
     """A version for an entry without a version field: any change of the listed entry is a new version."""
     return "sha1:" + hashlib.sha1(orjson.dumps(item, option=orjson.OPT_SORT_KEYS)).hexdigest()
@@ -228,10 +236,12 @@ class HttpSource:
             response.close()
             raise PluginError(message)
         length = response.headers.get("Content-Length")
+        version = response.headers.get(self.config.versionHeader) if self.config.versionHeader else None
         return Download(
             _Body(response),  # type: ignore[arg-type]
             content_type=response.headers.get("Content-Type") or element.content_type,
             size=int(length) if length and length.isdigit() else None,
+            version=_header_version(version) if version is not None else None,
         )
 
     def exists(self, element: Element) -> bool:
