@@ -48,10 +48,11 @@ class SqliteTable:
 
     def download(self, element: Element) -> Download:
         with self._connect() as db:
-            row = db.execute(f"SELECT data, content_type FROM {self.config.table} WHERE id = ?", (element.id,)).fetchone()
+            row = db.execute(f"SELECT data, content_type, version FROM {self.config.table} WHERE id = ?", (element.id,)).fetchone()
         if row is None:
             raise ElementNotFound(f"{self.config.name}: no row {element.id!r}")
-        return Download(io.BytesIO(row[0] or b""), content_type=row[1], size=len(row[0] or b""))
+        # the version read: a row updated since it was listed is skipped now and synced by its next change
+        return Download(io.BytesIO(row[0] or b""), content_type=row[1], size=len(row[0] or b""), version=row[2])
 
     def clean_up(self, element: Element) -> None:
         with self._connect() as db:  # deleting a row that is gone already is fine: idempotent
