@@ -215,7 +215,7 @@ def test_a_snapshot_backfill_of_an_api_in_sync_downloads_little_and_adds_no_reco
 
     backfill = defs.resolve_job_def("api_sync__snapshot_job").execute_in_process(partition_key="all", instance=instance)
     assert backfill.success
-    assert {e.check_name: e.passed for e in backfill.get_asset_check_evaluations()}["destination_matches_batch"] is True
+    assert checks_passed([backfill])
     meta = {k: v.value for k, v in backfill.get_asset_materialization_events()[0].materialization.metadata.items()}
     assert meta["copied"] == 1 and meta["already_present"] == len(IDS) - 1
     assert mirror(s3) == expected_mirror(api)
