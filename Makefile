@@ -5,6 +5,7 @@ BIN := $(VENV)/bin
 
 .PHONY: demo test lint format bench chaos clean
 
+# the dev extra includes the demo extra (moto, the demo's local S3 server); a plain `pip install .` has neither
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip

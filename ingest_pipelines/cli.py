@@ -12,6 +12,8 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from ingest_pipelines.testing.moto_server import MotoNotInstalled, moto_installed
+
 #: modules that add subcommands (skipped when not present).
 CLI_MODULES = (
     "ingest_pipelines.demo",
@@ -20,6 +22,9 @@ CLI_MODULES = (
     "ingest_pipelines.pennsieve.cli",
     "ingest_pipelines.plugins.cli",
 )
+
+#: subcommands that start a local S3 server: moto, from the `demo` extra (a plain install leaves it out).
+NEEDS_MOTO = frozenset({"demo"})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,6 +46,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not getattr(args, "func", None):
         parser.print_help()
+        return 2
+    if args.command in NEEDS_MOTO and not moto_installed():  # checked before the demo writes or deletes anything
+        print(f"ingest-pipelines {args.command}: {MotoNotInstalled()}", file=sys.stderr)
         return 2
     return int(args.func(args) or 0)
 

@@ -62,12 +62,16 @@ def ledger(tmp_path: Path) -> SyncLedger:
 
 
 def tick(defs: dg.Definitions, instance: dg.DagsterInstance, cursor: str | None) -> Any:
-    """One evaluation the way the daemon does it: run_requests, cursor, skip_message, asset_events."""
+    """One evaluation the way the daemon does it: run_requests, cursor, skip_message, asset_events; the
+    dynamic partitions it asks for are added to the instance, as the daemon does before launching runs."""
     sensor = defs.resolve_sensor_def(SENSOR)
     with dg.build_sensor_context(
         instance=instance, cursor=cursor, resources=defs.resources, repository_def=defs.get_repository_def()
     ) as context:
-        return sensor.evaluate_tick(context)
+        result = sensor.evaluate_tick(context)
+    for request in result.dynamic_partitions_requests or []:
+        instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
+    return result
 
 
 def execute(defs: dg.Definitions, instance: dg.DagsterInstance, request: dg.RunRequest) -> dg.ExecuteInProcessResult:
@@ -134,9 +138,13 @@ def test_one_run_applies_every_pending_batch_and_materializes_each_partition(def
     put(s3, "src", "in/new.txt", b"new")
     changes = tick(defs, instance, idle.cursor)
     (request,) = changes.run_requests
+    # the hour of the committed changes becomes a partition of the changes asset (shown as missing until applied)
+    (added,) = changes.dynamic_partitions_requests
+    assert added.partitions_def_name == "s3_mirror__hours" and len(added.partition_keys) == 1
     result = execute(defs, instance, request)
     ((asset, hour), meta) = next(iter(materializations(result).items()))
-    assert asset == "changes" and hour.endswith(":00")
+    assert asset == "changes" and [hour] == list(added.partition_keys) and hour.endswith(":00")
+    assert instance.get_dynamic_partitions("s3_mirror__hours") == [hour]
     assert (meta["creates"], meta["updates"], meta["copied"]) == (1, 1, 4)
     assert s3.get_object(Bucket="dst", Key="f0.txt")["Body"].read() == b"changed"
     assert instance.get_materialized_partitions(dg.AssetKey(["s3_mirror", "changes"])) == {hour}
@@ -326,3 +334,17 @@ def test_backfill_of_a_snapshot_shard_catches_up_and_is_cheap_when_in_sync(defs,
     again = job.execute_in_process(partition_key="all", instance=instance)
     assert materializations(again)[("snapshot", "all")]["copied"] == 0
     assert all(e.passed for e in again.get_asset_check_evaluations())
+
+
+def test_hours_committed_before_the_upgrade_stay_partitions(defs, instance, s3) -> None:
+    cursor = tick(defs, instance, None).cursor
+    put(s3, "src", "in/old", b"o")
+    committed = tick(defs, instance, cursor)
+    (hour,) = committed.dynamic_partitions_requests[0].partition_keys
+    # a sensor cursor written before hours were dynamic (the scan cursor alone) and an instance without them
+    instance.delete_dynamic_partition("s3_mirror__hours", hour)
+    old_cursor = SyncCursor.from_json(committed.cursor).to_json()
+    upgraded = tick(defs, instance, old_cursor)
+    assert [list(r.partition_keys) for r in upgraded.dynamic_partitions_requests] == [[hour]]
+    assert instance.get_dynamic_partitions("s3_mirror__hours") == [hour]
+    assert not tick(defs, instance, upgraded.cursor).dynamic_partitions_requests  # once

@@ -442,6 +442,12 @@ class SyncLedger:
         with self.engine.connect() as conn:
             return [self._batch(r) for r in conn.execute(query)]
 
+    def committed_partitions(self, workflow: str, asset: str) -> list[str]:
+        """Every partition (shard or hour) that has a committed batch, sorted."""
+        query = sa.select(batches.c.partition).where(batches.c.workflow == workflow, batches.c.asset == asset).distinct()
+        with self.engine.connect() as conn:
+            return sorted(r.partition for r in conn.execute(query))
+
     def is_committed(self, workflow: str, batch_id: str) -> bool:
         query = sa.select(batches.c.seq).where(batches.c.workflow == workflow, batches.c.batch_id == batch_id)
         with self.engine.connect() as conn:

@@ -138,7 +138,7 @@ def run_tick(
     # a plugin source enumerates in its own order from a saved position: passes, not key ranges
     enumerated = getattr(source, "enumerate_page", None) is not None
     versioned = bucket_is_versioned(source)
-    start_hour = datetime.strptime(workflow.changesStart, "%Y-%m-%d").replace(tzinfo=UTC).timestamp()
+    start_hour = datetime.strptime(workflow.changesStart, "%Y-%m-%d").replace(tzinfo=UTC).timestamp() if workflow.changesStart else 0.0
     written: list[ChangeBatch] = []
     snapshot_open: dict[str, list[Change]] = {}
     hours_open: dict[str, list[Change]] = {}
@@ -148,11 +148,15 @@ def run_tick(
     pages = 0
     note = ""
 
+    # batch documents are written concurrently (a bucket PUT or a file each) and all waited for before the commit
+    writer = ThreadPoolExecutor(max_workers=16, thread_name_prefix="batch-write")
+    writes: list[Any] = []
+
     def emit(asset: str, partition: str, changes: list[Change]) -> None:
         index = len(written)
         seq = tick * BATCHES_PER_TICK + index
         batch = ChangeBatch(batch_id(name, cursor.generation, tick, index), name, asset, partition, seq, clock(), tuple(changes))  # type: ignore[arg-type]
-        batch_store.write(batch)  # durable before the commit below
+        writes.append(writer.submit(batch_store.write, batch))  # durable before the commit below
         written.append(batch)
 
     def flush(final: bool) -> None:
@@ -269,6 +273,9 @@ def run_tick(
             note = f"change capture: pass {cursor.passes} complete"
             break
     flush(final=True)
+    with writer:
+        for write in writes:
+            write.result()  # a batch that could not be written fails the tick: nothing is committed
 
     cursor = cursor.evolve(tick=tick)
     ledger.commit_tick(name, cursor.to_json(), [], view.upserts(), view.deletes(), [b.row() for b in written])

@@ -29,5 +29,5 @@ def build(workflow: WorkflowConfig, config: IngestConfig) -> dg.Definitions:
         assets=assets,
         asset_checks=build_convergence_checks(workflow, config, asset_keys),
         jobs=jobs,
-        sensors=[build_sensor(workflow, config, jobs, asset_keys)],
+        sensors=[build_sensor(workflow, config, jobs, asset_keys, changes_parts)],
     )

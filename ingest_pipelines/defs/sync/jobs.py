@@ -15,6 +15,7 @@ from ingest_pipelines.config import IngestConfig, dagster_name
 from ingest_pipelines.defs.executors import executor_for as configured_executor
 from ingest_pipelines.defs.sync.assets import partition_metadata
 from ingest_pipelines.defs.sync.checks import DESTINATION_CHECK, RECORDS_CHECK, described
+from ingest_pipelines.defs.sync.partitions import hours_partitions_name
 from ingest_pipelines.defs.sync.runtime import SyncRuntime, resource_keys
 from ingest_pipelines.sync.config import SyncWorkflow
 from ingest_pipelines.sync.verify import CheckOutcome
@@ -48,6 +49,9 @@ def build_apply_job(workflow: SyncWorkflow, config: IngestConfig, asset_keys: di
         runtime = SyncRuntime(workflow, config, context.resources)
         report = runtime.pending_applier(progress=context.log.info).run()
         destinations = runtime.destinations
+        hours = sorted({partition for asset, partition in report.partitions if asset == "changes"})
+        if hours:  # normally added by the sensor's commit already; a materialization must name a partition that exists
+            context.instance.add_dynamic_partitions(hours_partitions_name(workflow), hours)
         merged: dict[str, tuple[CheckOutcome, CheckOutcome]] = {}
         for (asset, partition), part in sorted(report.partitions.items()):
             key = asset_keys[asset]

@@ -29,7 +29,9 @@ REPEAT_FAILING_SECONDS = 600.0
 FIRST_BATCH_TAG = "ingest/first_batch"
 
 
-def build_sensor(workflow: SyncWorkflow, config: IngestConfig, jobs: list, asset_keys: dict[str, dg.AssetKey]) -> dg.SensorDefinition:
+def build_sensor(
+    workflow: SyncWorkflow, config: IngestConfig, jobs: list, asset_keys: dict[str, dg.AssetKey], hours: dg.DynamicPartitionsDefinition
+) -> dg.SensorDefinition:
     dname = dagster_name(workflow.name)
     job_name = apply_job_name(workflow)
 
@@ -53,7 +55,13 @@ def build_sensor(workflow: SyncWorkflow, config: IngestConfig, jobs: list, asset
             f"{workflow.name}: {len(outcome.batches)} new batch(es), {outcome.pages} page(s), {outcome.messages} message(s), "
             f"{outcome.seconds:.1f}s, counts {outcome.counts}; {len(state.pending)} batch(es) pending"
         )
-        previous = _health_memory(context.cursor)
+        previous = _memory(context.cursor)
+        # the hours of the committed change batches become partitions of the changes asset (all of them once,
+        # for a ledger that predates dynamic hours, so existing partition keys stay)
+        new_hours = {b.partition for b in outcome.batches if b.asset == "changes"}
+        if not previous.get("hours_added"):
+            new_hours.update(runtime.ledger.committed_partitions(workflow.name, "changes"))
+        partitions = [hours.build_add_request(sorted(new_hours))] if new_hours else []
         events, memory = [], {}
         stuck = []
         for asset, key in asset_keys.items():
@@ -79,7 +87,7 @@ def build_sensor(workflow: SyncWorkflow, config: IngestConfig, jobs: list, asset
                 tags={SERIAL_TAG: dname, WORKFLOW_TAG: workflow.name, FIRST_BATCH_TAG: first.batch_id, **NO_DAGSTER_RETRIES},
             )
             context.log.info(f"{workflow.name}: requesting a run for {len(due)} due batch(es), first {first.batch_id}")
-            return dg.SensorResult(run_requests=[request], cursor=cursor, asset_events=events)
+            return dg.SensorResult(run_requests=[request], cursor=cursor, asset_events=events, dynamic_partitions_requests=partitions)
         if running:
             run = running[0]
             reason = f"run {run.run_id} ({run.status.value}) is applying; {len(state.pending)} batch(es) pending"
@@ -89,23 +97,26 @@ def build_sensor(workflow: SyncWorkflow, config: IngestConfig, jobs: list, asset
             reason = outcome.skip_reason or "no changes"
         if stuck:
             reason = "; ".join(stuck) + " | " + reason
-        return dg.SensorResult(skip_reason=reason, cursor=cursor, asset_events=events)
+        return dg.SensorResult(skip_reason=reason, cursor=cursor, asset_events=events, dynamic_partitions_requests=partitions)
 
     return sync_sensor
 
 
-def _health_memory(cursor: str | None) -> dict[str, Any]:
-    """The last `batches_applied` evaluation per asset the sensor emitted: {asset: [passed, unix time]}."""
+def _memory(cursor: str | None) -> dict[str, Any]:
+    """What the sensor remembers besides the scan: the last `batches_applied` evaluation per asset
+    ({asset: [passed, unix time]}) and whether every committed hour was added as a partition."""
     if not cursor:
         return {}
     try:
-        return dict(orjson.loads(cursor).get("health") or {})
+        doc = orjson.loads(cursor)
+        return {**(doc.get("health") or {}), "hours_added": bool(doc.get("hours_added"))}
     except (orjson.JSONDecodeError, AttributeError, TypeError):
         return {}
 
 
 def _cursor(scan: str, memory: dict[str, Any]) -> str:
-    """Dagster's cursor: the scan cursor (the ledger holds the real one) plus the health memory."""
+    """Dagster's cursor: the scan cursor (the ledger holds the real one) plus the sensor's memory."""
     doc = orjson.loads(scan)
     doc["health"] = memory
+    doc["hours_added"] = True
     return orjson.dumps(doc).decode()
