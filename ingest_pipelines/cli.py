@@ -1,4 +1,4 @@
-"""`ingest-pipelines`: the demo, and the subcommands each workflow kind adds (sync, serve, job, pennsieve-target).
+"""`ingest-pipelines`: the demo, the subcommands each workflow kind adds (sync, serve, job, pennsieve-target) and `plugins`.
 
 Each kind's CLI module exposes `add_parsers(subparsers)`; the handler is set with `set_defaults(func=...)`.
 """
@@ -20,6 +20,7 @@ CLI_MODULES = (
     "ingest_pipelines.sync.cli",
     "ingest_pipelines.bundles.cli",
     "ingest_pipelines.pennsieve.cli",
+    "ingest_pipelines.plugins.cli",
 )
 
 #: subcommands that start a local S3 server: moto, from the `demo` extra (a plain install leaves it out).

@@ -148,7 +148,9 @@ class BatchStore:
             key = self.doc_key(asset, partition, batch)
             legacy = self.state.get_json(key) if self.state is not None else None
             if legacy is None:
-                raise BatchError(f"{self.workflow}: batch {batch} not found in the ledger" + (f" nor the state store (key {key})" if self.state else ""))
+                raise BatchError(
+                    f"{self.workflow}: batch {batch} not found in the ledger" + (f" nor the state store (key {key})" if self.state else "")
+                )
             out[batch] = ChangeBatch.from_json(legacy)
         return out
 

@@ -33,6 +33,9 @@ def clean_up(
     ledger.mark_cleaned(workflow, [(c.key, c.etag) for c in ready])
 
     def remove(change: Change) -> int:
+        clean_up_element = getattr(source, "clean_up_element", None)
+        if clean_up_element is not None:  # connylabs' CleanUp through the plugin: idempotent, the plugin decides
+            return int(clean_up_element(change.key, change.version))
         current = source.head(change.key)
         if current is None or current.etag != change.etag:
             return 0  # gone already, or a newer object arrived meanwhile

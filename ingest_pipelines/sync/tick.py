@@ -1,6 +1,7 @@
-"""One sensor tick of a sync workflow, without Dagster: list (or receive events), diff with the key
-index, then commit the key index changes, the change batches (documents included) and the cursor in one
-transaction: a crash leaves the old state or the new one, never a cursor ahead of its batches.
+"""One sensor tick of a sync workflow, without Dagster: list (or receive events, or enumerate a plugin
+source), diff with the key index, then commit the key index changes, the change batches (documents included)
+and the cursor in one transaction: a crash leaves the old state or the new one, never a cursor ahead of its
+batches.
 """
 
 from __future__ import annotations
@@ -29,10 +30,13 @@ from ingest_pipelines.sync.changes import (
     event_diff,
     event_keys,
     list_page,
+    pass_diff,
     snapshot_diff,
+    sweep_diff,
 )
 from ingest_pipelines.sync.config import SyncWorkflow
 from ingest_pipelines.sync.ledger import IndexEntry, SyncLedger
+from ingest_pipelines.sync.passes import forget, mark_seen, unseen
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +131,8 @@ def run_tick(
     view = _TickState(ledger, name)
     source_config = source.config
     events = isinstance(source_config, S3StoreConfig) and source_config.changes == "events"
+    # a plugin source enumerates in its own order from a saved position: passes, not key ranges
+    enumerated = getattr(source, "enumerate_page", None) is not None
     versioned = bucket_is_versioned(source)
     start_hour = datetime.strptime(workflow.changesStart, "%Y-%m-%d").replace(tzinfo=UTC).timestamp() if workflow.changesStart else 0.0
     written: list[ChangeBatch] = []
@@ -218,7 +224,7 @@ def run_tick(
             )
             break
         now = clock()
-        if not cursor.after:
+        if not cursor.after and cursor.sweep is None:
             # a new pass starts at most every `interval`; the sensor ticks more often (reconciliation, the
             # snapshot, events and a pass in progress go on at every tick)
             wait = cursor.pass_started + workflow.interval - now
@@ -226,6 +232,36 @@ def run_tick(
                 note = f"change capture: next pass in {wait:.0f}s"
                 break
             cursor = cursor.evolve(pass_started=now)
+        if enumerated:
+            pass_number = cursor.passes + 1
+            if cursor.sweep is None:
+                page = list_page(source, "", cursor.after, workflow.pageSize, False)
+                pages += 1
+                mark_seen(ledger, name, pass_number, page.latest)  # before the commit: see sync/passes.py
+                take(pass_diff(page, view.get(list(page.latest)), now - workflow.settleDelay, now), "changes")
+                if page.more:
+                    cursor = cursor.evolve(after=page.upto)
+                    note = f"change capture: pass {pass_number} resumes at position {cursor.after!r}"
+                else:
+                    cursor = cursor.evolve(after="", sweep="")
+                    note = f"change capture: pass {pass_number} enumerated every element; looking for deletes"
+                continue
+            candidates, last, more = unseen(ledger, name, pass_number, cursor.sweep, workflow.pageSize)
+            pages += 1
+            gone, decided = _confirm_gone(source, candidates, workflow.threads, started + workflow.tickSeconds)
+            forget(ledger, name, [entry.key for entry in gone])
+            take(sweep_diff(gone, now), "changes")
+            if decided is not None:  # the tick's time ran out among the candidates: the rest next tick
+                cursor = cursor.evolve(sweep=decided)
+                note = f"change capture: pass {pass_number} looking for deletes after {decided!r}"
+                break
+            if more:
+                cursor = cursor.evolve(sweep=last)
+                note = f"change capture: pass {pass_number} looking for deletes after {last!r}"
+                continue
+            cursor = cursor.evolve(sweep=None, passes=pass_number)
+            note = f"change capture: pass {pass_number} complete"
+            break
         page = list_page(source, "", cursor.after, workflow.pageSize, versioned, cursor.after_version)
         pages += 1
         take(cdc_diff(page, view.range(cursor.after, page.upto), now - workflow.settleDelay, now), "changes")
@@ -256,6 +292,34 @@ def run_tick(
         seconds=time.monotonic() - started,
         counts=counts,
     )
+
+
+def _confirm_gone(source: ObjectStore, candidates: list[IndexEntry], threads: int, deadline: float) -> tuple[list[IndexEntry], str | None]:
+    """The index entries a pass did not see that are really gone: a plugin that can tell (`exists`) is asked,
+    since an API whose pages shift while they are read may skip an element; one that cannot is trusted. Asks in
+    chunks until `deadline` (the first chunk always). Returns (gone, None) when every candidate was decided, else
+    (gone so far, the last key decided): the sweep resumes after it."""
+    exists = getattr(source, "exists", None)
+    probe = [entry.key for entry in candidates if not entry.cleaned]
+    if exists is None or not probe:
+        return list(candidates), None
+    answers: dict[str, bool | None] = {}
+    chunk = max(1, threads * 4)
+    with ThreadPoolExecutor(max_workers=min(threads, len(probe))) as pool:
+        for start in range(0, len(probe), chunk):
+            if answers and time.monotonic() >= deadline:
+                break
+            part = probe[start : start + chunk]
+            answers.update(zip(part, pool.map(exists, part), strict=True))
+    gone: list[IndexEntry] = []
+    last_decided = ""
+    for entry in candidates:
+        if not entry.cleaned and entry.key not in answers:
+            return gone, last_decided
+        if entry.cleaned or answers[entry.key] is not True:  # None: the plugin cannot tell, the pass decides
+            gone.append(entry)
+        last_decided = entry.key
+    return gone, None
 
 
 def _receive(sqs: Any, queue: str | None, source: ObjectStore, workflow: SyncWorkflow, started: float) -> list[EventMessage]:
