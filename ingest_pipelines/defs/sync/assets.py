@@ -20,6 +20,20 @@ from ingest_pipelines.sync.config import SyncWorkflow
 from ingest_pipelines.sync.resync import resync_batches
 
 
+def store_kinds(config: IngestConfig, names: list[str]) -> set[str]:
+    """The kinds the catalog shows (Dagster allows three): `s3` for buckets, `file` for folders, else the type."""
+    kinds = []
+    for name in names:
+        try:
+            store = config.source(name) if name == names[0] else config.destination(name)
+        except KeyError:
+            continue
+        kind = "s3" if store.type.startswith("s3") else "file" if store.type.startswith("filesystem") else store.type
+        if kind not in kinds:
+            kinds.append(kind)
+    return set(kinds[:3])
+
+
 class SyncBatchConfig(dg.Config):
     """Which batch to apply; empty: the whole partition (every batch of the hour / a re-listed shard)."""
 
@@ -91,7 +105,7 @@ def build_assets(
     snapshot_key = dg.AssetKey([dname, "snapshot"])
     changes_key = dg.AssetKey([dname, "changes"])
     keys = resource_keys(workflow)
-    kinds = {"s3"}
+    kinds = store_kinds(ingest_config, [workflow.source or "", *workflow.destinations])
 
     @dg.asset(
         key=snapshot_key,

@@ -72,7 +72,7 @@ def build_apply_job(workflow: SyncWorkflow, config: IngestConfig, asset_keys: di
                     description=outcome.description,
                     metadata=outcome.metadata(),
                 )
-        applied = sum(len(p.batches) for p in report.partitions.values()) - len(report.failed)
+        applied = report.applied
         context.log.info(
             f"{workflow.name}: {applied} batch(es) applied in {len(report.partitions)} partition(s)"
             + (f", {len(report.failed)} failed" if report.failed else "")
