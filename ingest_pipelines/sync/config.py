@@ -18,8 +18,10 @@ class SyncWorkflow(WorkflowConfig):
     kind: str = "sync"
     #: snapshot shards: key prefixes (relative to the source prefix); one shard `all` by default.
     shards: list[str] = Field(default_factory=list)
-    #: objects younger than this are left for the next tick (late arrivals, same-second ties).
-    settleDelay: Duration = 2.0
+    #: change capture leaves objects younger than this for a later pass. Default: 0 for an S3 source (an
+    #: object appears in a listing only once it is complete), 2 s for a folder or a plugin source (a file may
+    #: still be being written).
+    settleDelay: Duration | None = None
     #: S3 calls in flight inside a run.
     threads: int = Field(default=16, ge=1, le=256)
     #: a sensor tick stops listing after this long / this many pages and resumes next tick.
@@ -82,6 +84,11 @@ class SyncWorkflow(WorkflowConfig):
         except ValueError:
             raise ValueError(f"changesStart {value!r} must be a date YYYY-MM-DD") from None
         return value
+
+    def settle_seconds(self, source_type: str) -> float:
+        if self.settleDelay is not None:
+            return self.settleDelay
+        return 0.0 if source_type == "s3" else 2.0
 
     def shard_keys(self) -> list[str]:
         """Partition keys of the snapshot asset: the shard prefixes, or `all`."""

@@ -134,6 +134,7 @@ def run_tick(
     # a plugin source enumerates in its own order from a saved position: passes, not key ranges
     enumerated = getattr(source, "enumerate_page", None) is not None
     versioned = bucket_is_versioned(source)
+    settle = workflow.settle_seconds(source_config.type)
     start_hour = datetime.strptime(workflow.changesStart, "%Y-%m-%d").replace(tzinfo=UTC).timestamp() if workflow.changesStart else 0.0
     written: list[ChangeBatch] = []
     snapshot_open: dict[str, list[Change]] = {}
@@ -238,7 +239,7 @@ def run_tick(
                 page = list_page(source, "", cursor.after, workflow.pageSize, False)
                 pages += 1
                 mark_seen(ledger, name, pass_number, page.latest)  # before the commit: see sync/passes.py
-                take(pass_diff(page, view.get(list(page.latest)), now - workflow.settleDelay, now), "changes")
+                take(pass_diff(page, view.get(list(page.latest)), now - settle, now), "changes")
                 if page.more:
                     cursor = cursor.evolve(after=page.upto)
                     note = f"change capture: pass {pass_number} resumes at position {cursor.after!r}"
@@ -264,7 +265,7 @@ def run_tick(
             break
         page = list_page(source, "", cursor.after, workflow.pageSize, versioned, cursor.after_version)
         pages += 1
-        take(cdc_diff(page, view.range(cursor.after, page.upto), now - workflow.settleDelay, now), "changes")
+        take(cdc_diff(page, view.range(cursor.after, page.upto), now - settle, now), "changes")
         if page.more:
             cursor = cursor.evolve(after=page.upto, after_version=page.upto_version)
             note = f"change capture: pass {cursor.passes + 1} resumes after {cursor.after!r}"
