@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pydantic
 
-from ingest_pipelines.config import SOURCE_TYPES, WORKFLOW_KINDS, ExecutorConfig, load_kind_modules
-from ingest_pipelines.config import DESTINATION_TYPES  # noqa: I001 (one registry per line reads better)
+from ingest_pipelines.config import DESTINATION_TYPES, SOURCE_TYPES, WORKFLOW_KINDS, ExecutorConfig, load_kind_modules
 from ingest_pipelines_tests.conftest import REPO_ROOT
 
 DOCS = REPO_ROOT / "docs"
