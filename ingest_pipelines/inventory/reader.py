@@ -38,7 +38,7 @@ ROW_SCHEMA = pa.schema(
 WANTED = {"key": "key", "versionid": "version_id", "etag": "etag", "size": "size", "lastmodifieddate": "last_modified"}
 FLAGS = {"islatest": "is_latest", "isdeletemarker": "is_delete_marker"}
 MAX_EXAMPLES = 5
-CSV_BLOCK_SIZE = 8 * 1024 * 1024
+CSV_BLOCK_SIZE = 4 * 1024 * 1024
 BATCH_ROWS = 65536
 DOWNLOAD_CHUNK = 1024 * 1024
 
