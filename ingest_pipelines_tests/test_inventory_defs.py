@@ -92,7 +92,7 @@ def test_workflow_takes_no_destinations_and_needs_a_gateway_url(scene: Inventory
 def test_sensor_tick_by_tick(scene: InventoryScene, write_config, instance) -> None:
     defs = definitions(scene, write_config)
     first = tick(defs, instance, None)
-    assert first.run_requests == [] and json.loads(first.cursor) == {"marks": {}, "seen": {}, "resume_after": None}
+    assert first.run_requests == [] and json.loads(first.cursor) == {"marks": {}, "seen": {}, "resume_after": None, "requests": []}
 
     # a manifest under reports/ (Batch Operations completion reports) and an incomplete report: no run
     scene.put_image("a.png", {"UserId": "fred"})
