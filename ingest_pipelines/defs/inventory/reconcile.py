@@ -121,7 +121,10 @@ class SensorRequests:
         return len(self.entries)
 
     def track(self, request_id: str, partition: str, run_key: str, tags: Mapping[str, str], now: float) -> dg.RunRequest:
-        """Follow a new request; returns its first run request (attempt 1, Dagster retries off)."""
+        """Follow a new request; returns its first run request (attempt 1, Dagster retries off). One
+        followed already keeps its attempts (its current run key again: the daemon skips a duplicate)."""
+        if request_id in self.entries:
+            return self.entries[request_id].run_request()
         entry = TrackedRequest(request_id, partition, run_key, dict(tags), first_requested_at=now, requested_at=now)
         self.entries[request_id] = entry
         return entry.run_request()
@@ -203,7 +206,7 @@ class SensorRequests:
             # when the sensor was stopped: then the next attempt comes one backoff after it is on again)
             entry.failed_at = now
             if run.status in ENDED_WITHOUT_SUCCESS:
-                entry.reason = f"run {run.run_id} ended {run.status.value}: {failure_message(instance, run.run_id)[:500]}"
+                entry.reason = f"run {run.run_id} ended {run.status.value}: {failure_message(instance, run.run_id)[:300]}"
             else:
                 entry.reason = f"run {run.run_id} was created but not queued within launchTimeout ({self.launch_timeout:g}s)"
             return "failed"
