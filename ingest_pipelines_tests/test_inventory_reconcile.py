@@ -235,3 +235,36 @@ def test_runs_of_another_report_of_the_date_do_not_count(scene, write_config, in
     clock.advance(61)
     (again,) = tick(defs, instance, seen.cursor).run_requests
     assert again.tags[ATTEMPT_TAG] == "2" and again.tags[REPORT_TAG] == REPORT
+
+
+def test_a_tick_looks_up_a_bounded_number_of_requests_in_turn(instance, clock, monkeypatch) -> None:
+    from ingest_pipelines.defs.inventory.reconcile import SensorRequests
+    from ingest_pipelines.retries import RetryPolicy
+
+    monkeypatch.setattr(reconcile, "MAX_LOOKUPS_PER_TICK", 2)
+    requests = SensorRequests([], RetryPolicy(60, 3), launch_timeout=300)
+    for index in range(5):
+        requests.track(f"r{index}", f"2024-05-0{index + 1}", f"k{index}", {}, clock())
+    looked: list[str] = []
+    for _ in range(3):
+        clock.advance(1)
+        before = {request_id: entry.looked_at for request_id, entry in requests.entries.items()}
+        result = requests.reconcile(instance, lambda run, request: True, clock())
+        assert result.looked_up == 2
+        looked += sorted(request_id for request_id, entry in requests.entries.items() if entry.looked_at != before[request_id])
+    # every request had its turn: none is starved by the ones ahead of it
+    assert set(looked) == {f"r{index}" for index in range(5)}
+
+
+def test_past_the_bound_the_requests_that_gave_up_are_dropped_first(instance, clock, monkeypatch) -> None:
+    from ingest_pipelines.defs.inventory.reconcile import SensorRequests
+    from ingest_pipelines.retries import RetryPolicy
+
+    monkeypatch.setattr(reconcile, "MAX_TRACKED", 3)
+    requests = SensorRequests([], RetryPolicy(60, 3), launch_timeout=300)
+    for index in range(4):
+        requests.track(f"r{index}", "2024-05-01", f"k{index}", {}, clock())
+    requests.entries["r2"].gave_up = True
+    result = requests.reconcile(instance, lambda run, request: True, clock())
+    assert [entry.id for entry in result.dropped] == ["r2"]
+    assert sorted(requests.entries) == ["r0", "r1", "r3"]

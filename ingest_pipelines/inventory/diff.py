@@ -200,7 +200,7 @@ class SpillFiles:
 
 def _allow_open_files(count: int) -> None:
     """Raise the soft limit on open files (often 1,024) to fit `count` spill files plus headroom: a
-    100M-object report has 1,000 key ranges, each with an open file while the report is split."""
+    100M-object report has 1,563 key ranges, each with an open file while the report is split."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     wanted = count + 256
     if soft != resource.RLIM_INFINITY and soft < wanted:
@@ -327,15 +327,15 @@ def diff_inventory(
     any size; None: first report) with memory bounded by `partition_rows` (default PARTITION_ROWS),
     not by the report's size.
 
-    The report is read in a thread of its own while the diff works (parsing and splitting use both
-    cores). The previous snapshot is spilled to a local file first; when it is sorted by key (every
-    snapshot this code writes) its keys at every `partition_rows`-th row cut the key space, so the
-    report is split into one spill file per key range as it is parsed, and the previous rows of each
-    range are read back in order, with no sample and no second pass. Otherwise (first report, older
-    snapshots in report order) the report is spilled whole, a sample of its keys cuts the ranges and
-    both sides are split (`_diff_sampled`). Range by range (two at a time), the report's rows of the
-    range are diffed against the previous rows of the range; the candidates are appended to a local
-    Arrow file and the range's key set, sorted, to `snapshot_path` (the next day's previous).
+    The previous snapshot is spilled to a local file first. When it is sorted by key (every snapshot
+    this code writes), its keys at every `partition_rows`-th row cut the key space: the report, parsed
+    in a thread of its own, is split into one spill file per key range as it comes, and the previous
+    rows of each range are read back in order, with no sample and no second pass over the report.
+    Otherwise (first report, older snapshots in report order) the report is spilled whole, a sample of
+    its keys cuts the ranges and both sides are split (`_diff_sampled`). Range by range, the report's
+    rows of the range are diffed against the previous rows of the range (the next range is diffed in a
+    worker thread while one is written); the candidates are appended to a local Arrow file and the
+    range's key set, sorted, to `snapshot_path` (the next day's previous).
     """
     partition_rows = partition_rows or PARTITION_ROWS
     workdir.mkdir(parents=True, exist_ok=True)

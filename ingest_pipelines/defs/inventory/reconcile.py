@@ -69,6 +69,8 @@ class TrackedRequest:
     gave_up: bool = False
     #: its failing check was emitted
     reported: bool = False
+    #: the tick that last looked up its runs (the least recently looked up go first)
+    looked_at: float = 0.0
 
     def run_request(self) -> dg.RunRequest:
         key = self.run_key if self.attempts == 1 else f"{self.run_key}:attempt-{self.attempts}"
@@ -142,8 +144,8 @@ class SensorRequests:
         after maxAttempts. `matches(run, request)`: whether a run of the request's partition is one of it."""
         result = ReconcileResult()
         deadline = deadline if deadline is not None else time.monotonic() + LOOKUP_SECONDS
-        # oldest look-up first: with more requests than a tick may look up, each gets its turn
-        order = sorted(self.entries.values(), key=lambda e: (e.failed_at is None, e.requested_at))
+        # least recently looked up first: with more requests than a tick may look up, each gets its turn
+        order = sorted(self.entries.values(), key=lambda e: (e.looked_at, e.requested_at, e.id))
         for entry in order:
             if entry.failed_at is not None and not entry.gave_up and now < self._retry_at(entry):
                 result.waiting.append(entry)  # its backoff has not passed: nothing to look up
@@ -153,6 +155,7 @@ class SensorRequests:
                     result.stuck.append(entry)
                 continue
             result.looked_up += 1
+            entry.looked_at = now
             state = self._observe(instance, entry, matches, now)
             if state == "succeeded":
                 del self.entries[entry.id]
