@@ -85,8 +85,8 @@ def build_inventory_sensor(workflow: InventoryWorkflow, job: dg.UnresolvedAssetJ
         }
         cursor_text = json.dumps(new_cursor, sort_keys=True)
         if not run_requests:
-            summary = settled.summary or "nothing to retry"
-            return dg.SensorResult(skip_reason=f"no new reports; {summary}", cursor=cursor_text, asset_events=settled.checks)
+            reason = "no new reports" + (f"; followed: {settled.summary}" if settled.summary else "")
+            return dg.SensorResult(skip_reason=reason, cursor=cursor_text, asset_events=settled.checks)
         return dg.SensorResult(run_requests=run_requests, cursor=cursor_text, asset_events=settled.checks)
 
     return inventory_sensor
