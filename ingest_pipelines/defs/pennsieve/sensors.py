@@ -89,7 +89,9 @@ def build_folders_sensor(
         cursor = orjson.dumps({"after": None if finished_pass else after, "requests": tracked.to_cursor()}).decode()
         requests.extend(settled.run_requests)
         if not requests:
-            reason = f"no new settled folders ({waiting} still settling)" + (f"; followed imports: {settled.summary}" if settled.summary else "")
+            reason = f"no new settled folders ({waiting} still settling)" + (
+                f"; followed imports: {settled.summary}" if settled.summary else ""
+            )
             return dg.SensorResult(skip_reason=reason, cursor=cursor, asset_events=settled.checks)
         return dg.SensorResult(
             run_requests=requests,
