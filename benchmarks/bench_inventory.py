@@ -505,7 +505,9 @@ def run_variant(variant: str, folder: Path, may_fail: bool = False) -> dict[str,
     )
     _clean(folder)
     if done.returncode != 0:
-        error = (done.stderr.strip().splitlines() or ["no output"])[-1][:300]
+        lines = done.stderr.strip().splitlines() or ["no output"]
+        # the exception's own line (DuckDB's message runs on with advice lines)
+        error = next((line for line in reversed(lines) if "Error" in line or "Exception" in line), lines[-1])[:300]
         if not may_fail:
             raise RuntimeError(f"{variant} failed: {done.stderr[-3000:]}")
         print(f"  {variant} failed: {error}", flush=True)
