@@ -1,14 +1,27 @@
-"""Sync benchmark: 5,000 1 KiB objects S3 -> S3 end to end through Dagster, against `aws s3 sync`,
-`rclone copy --transfers 16` and a 16-thread boto3 list+copy loop on the same moto server; then one
-CDC pass over a large bucket with 10 changes (seconds and S3 requests per tick)."""
+"""Sync benchmark: 1 KiB objects S3 -> S3 on one moto server (a subprocess), ours beside `aws s3 sync`,
+`rclone copy --transfers 16` (when installed) and a 16-thread boto3 list+copy loop, all measured in this run.
+
+- in-process: sensor ticks and the runs they request executed in this process (no process start per run),
+  with `batchSize: 1000`, one batch of everything, and a config that sets no tuning key (batchSize 8);
+- out of the box: the real `dagster-daemon run -w workspace.yaml` on the project's dagster.yaml and an
+  ingest.yaml with no tuning key, first sensor tick to last object (and daemon start to first tick);
+- latency: put in the source -> object in the mirror (p50 / p95) with the daemon running, at `interval: 5s`
+  and (with `--latency-default`, ~6 min) at the default interval.
+
+    python -m benchmarks sync [--objects 5000] [--ootb-objects 2000,10000] [--latency-default]
+"""
 
 from __future__ import annotations
 
+import argparse
 import os
+import random
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -19,21 +32,23 @@ from benchmarks.common import peak_rss_mib, print_ratios, timed
 from ingest_pipelines.testing import MotoServer
 from ingest_pipelines.testing.moto_server import TEST_CREDENTIALS
 
-OBJECTS = int(os.environ.get("BENCH_SYNC_OBJECTS", "5000"))
-CDC_KEYS = int(os.environ.get("BENCH_SYNC_CDC_KEYS", "100000"))
+REPO_ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
 BODY = b"x" * 1024
 
 
-def _env() -> dict[str, str]:
-    env = {**os.environ, **TEST_CREDENTIALS}
+def _env(**extra: str) -> dict[str, str]:
+    env = {**os.environ, **TEST_CREDENTIALS, **extra}
     env.pop("AWS_CA_BUNDLE", None)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+    env["PATH"] = os.pathsep.join([str(BIN), env.get("PATH", "")])
     return env
 
 
-def _fill(s3: Any, bucket: str, count: int, prefix: str = "obj/", body: bytes = BODY) -> None:
+def _fill(s3: Any, bucket: str, count: int, prefix: str = "obj/") -> None:
     s3.create_bucket(Bucket=bucket)
     with ThreadPoolExecutor(32) as pool:
-        list(pool.map(lambda i: s3.put_object(Bucket=bucket, Key=f"{prefix}{i:07d}", Body=body), range(count)))
+        list(pool.map(lambda i: s3.put_object(Bucket=bucket, Key=f"{prefix}{i:07d}", Body=BODY), range(count)))
 
 
 def _count(s3: Any, bucket: str) -> int:
@@ -41,8 +56,8 @@ def _count(s3: Any, bucket: str) -> int:
 
 
 def _drop(s3: Any, bucket: str) -> None:
-    """Remove a measured destination: moto slows down as it holds more objects (about 20% from 2,000
-    to 14,000 copies in one server), so each measurement must find the server as the first one did."""
+    """Remove a measured destination: moto slows down as it holds more objects, so each measurement must
+    find the server as the first one did."""
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
         objects = [{"Key": item["Key"]} for item in page.get("Contents", [])]
         if objects:
@@ -50,84 +65,90 @@ def _drop(s3: Any, bucket: str) -> None:
     s3.delete_bucket(Bucket=bucket)
 
 
-def bench_aws(server: MotoServer, s3: Any) -> float | None:
-    aws = Path(sys.executable).with_name("aws")
+# ---------------------------------------------------------------------------------------------- baselines
+
+
+def bench_aws(server: MotoServer, s3: Any, source: str, objects: int) -> float | None:
+    aws = BIN / "aws"
     if not aws.exists():
         print("  aws CLI not installed: baseline skipped")
         return None
     s3.create_bucket(Bucket="dst-aws")
-    cmd = [str(aws), "s3", "sync", "s3://src", "s3://dst-aws", "--endpoint-url", server.endpoint_url, "--only-show-errors"]
+    cmd = [str(aws), "s3", "sync", f"s3://{source}", "s3://dst-aws", "--endpoint-url", server.endpoint_url, "--only-show-errors"]
     with timed() as t:
         subprocess.run(cmd, env=_env(), check=True)
-    assert _count(s3, "dst-aws") == OBJECTS
+    assert _count(s3, "dst-aws") == objects
     _drop(s3, "dst-aws")
-    return OBJECTS / t["seconds"]
+    return objects / t["seconds"]
 
 
-def bench_rclone(server: MotoServer, s3: Any) -> float | None:
+def bench_rclone(server: MotoServer, s3: Any, objects: int) -> float | None:
     rclone = shutil.which("rclone")
     if rclone is None:
         print("  rclone not installed (apt-get install -y rclone): baseline skipped")
         return None
     s3.create_bucket(Bucket="dst-rclone")
-    env = _env()
-    env.update(
-        {
-            "RCLONE_CONFIG_MOTO_TYPE": "s3",
-            "RCLONE_CONFIG_MOTO_PROVIDER": "Other",
-            "RCLONE_CONFIG_MOTO_ENDPOINT": server.endpoint_url,
-            "RCLONE_CONFIG_MOTO_ACCESS_KEY_ID": TEST_CREDENTIALS["AWS_ACCESS_KEY_ID"],
-            "RCLONE_CONFIG_MOTO_SECRET_ACCESS_KEY": TEST_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
-            "RCLONE_CONFIG_MOTO_REGION": "us-east-1",
-            "RCLONE_CONFIG_MOTO_FORCE_PATH_STYLE": "true",
-        }
+    env = _env(
+        RCLONE_CONFIG_MOTO_TYPE="s3",
+        RCLONE_CONFIG_MOTO_PROVIDER="Other",
+        RCLONE_CONFIG_MOTO_ENDPOINT=server.endpoint_url,
+        RCLONE_CONFIG_MOTO_ACCESS_KEY_ID=TEST_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+        RCLONE_CONFIG_MOTO_SECRET_ACCESS_KEY=TEST_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+        RCLONE_CONFIG_MOTO_REGION="us-east-1",
+        RCLONE_CONFIG_MOTO_FORCE_PATH_STYLE="true",
     )
     with timed() as t:
         subprocess.run([rclone, "copy", "moto:src", "moto:dst-rclone", "--transfers", "16", "-q"], env=env, check=True)
-    assert _count(s3, "dst-rclone") == OBJECTS
+    assert _count(s3, "dst-rclone") == objects
     _drop(s3, "dst-rclone")
-    return OBJECTS / t["seconds"]
+    return objects / t["seconds"]
 
 
-def bench_boto3(server: MotoServer) -> float:
+def bench_boto3(server: MotoServer, objects: int) -> float:
     s3 = server.client("s3")
     s3.create_bucket(Bucket="dst-boto3")
     with timed() as t:
         keys = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket="src") for o in page.get("Contents", [])]
         with ThreadPoolExecutor(16) as pool:
             list(pool.map(lambda k: s3.copy_object(CopySource={"Bucket": "src", "Key": k}, Bucket="dst-boto3", Key=k), keys))
-    assert _count(s3, "dst-boto3") == OBJECTS
+    assert _count(s3, "dst-boto3") == objects
     _drop(s3, "dst-boto3")
-    return OBJECTS / t["seconds"]
+    return objects / t["seconds"]
 
 
-def bench_ours(server: MotoServer, s3: Any, work: Path, batch_size: int) -> tuple[float, dict[str, Any]]:
-    """First sensor tick to last object in the destination: sensor evaluations and one run per batch
-    (execute_in_process on a persistent SQLite instance), as the daemon would launch them."""
+# ---------------------------------------------------------------------------------------------- ours
+
+
+def _config(server: MotoServer, source: str, bucket: str, work: Path, name: str, **workflow: Any) -> Path:
+    store = {"type": "s3", "endpoint": server.endpoint_url, "region": "us-east-1"}
+    doc = {
+        "sources": [{"name": "src", "bucket": source, **store}],
+        "destinations": [{"name": "dst", "bucket": bucket, **store}],
+        "workflows": [{"name": name, "source": "src", "destinations": ["dst"], **workflow}],
+        "state": {"type": "filesystem", "path": str(work / f"state-{name}")},
+    }
+    path = work / f"ingest-{name}.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def bench_in_process(server: MotoServer, s3: Any, work: Path, objects: int, name: str, **workflow: Any) -> tuple[float, dict[str, Any]]:
+    """First sensor tick to last object: sensor evaluations and the runs they request, executed in this
+    process on a SQLite instance (no daemon, no process per run)."""
     import dagster as dg
 
     from ingest_pipelines.config import load_config
     from ingest_pipelines.defs import build_definitions
 
-    bucket = f"dst-ours-{batch_size}"
+    bucket = f"dst-{name.replace('_', '-')}"
     s3.create_bucket(Bucket=bucket)
-    store = {"type": "s3", "endpoint": server.endpoint_url, "region": "us-east-1"}
-    doc = {
-        "sources": [{"name": "src", "bucket": "src", **store}],
-        "destinations": [{"name": "dst", "bucket": bucket, **store}],
-        "workflows": [
-            {"name": "bench", "source": "src", "destinations": ["dst"], "batchSize": batch_size, "threads": 16, "settleDelay": "0s"}
-        ],
-        "state": {"type": "filesystem", "path": str(work / f"state-{batch_size}")},
-    }
-    config_path = work / f"ingest-{batch_size}.yaml"
-    config_path.write_text(yaml.safe_dump(doc))
-    home = work / f"dagster_home-{batch_size}"
+    config_path = _config(server, "src", bucket, work, name, **workflow)
+    home = work / f"dagster_home-{name}"
     home.mkdir()
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     os.environ["DAGSTER_HOME"] = str(home)
     defs = build_definitions(load_config(config_path))
-    sensor = defs.resolve_sensor_def("bench__sync_sensor")
+    sensor = defs.resolve_sensor_def(f"{name}__sync_sensor")
     runs = 0
     with dg.DagsterInstance.get() as instance, timed() as t:
         cursor = None
@@ -137,115 +158,203 @@ def bench_ours(server: MotoServer, s3: Any, work: Path, batch_size: int) -> tupl
             ) as context:
                 data = sensor.evaluate_tick(context)
             cursor = data.cursor
+            for request in data.dynamic_partitions_requests or []:
+                instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
             for request in data.run_requests or []:
-                job = defs.resolve_job_def(request.job_name)
-                result = job.execute_in_process(
-                    run_config=request.run_config, partition_key=request.partition_key, instance=instance, tags=request.tags
-                )
+                result = defs.resolve_job_def(request.job_name).execute_in_process(instance=instance, tags=request.tags)
                 assert result.success
                 runs += 1
-            if _count(s3, bucket) >= OBJECTS:
+            if _count(s3, bucket) >= objects:
                 break
     _drop(s3, bucket)
-    return OBJECTS / t["seconds"], {"runs": runs, "seconds": round(t["seconds"], 2)}
+    return objects / t["seconds"], {"runs": runs, "seconds": round(t["seconds"], 2)}
 
 
-def bench_cdc(server: MotoServer, work: Path) -> dict[str, Any]:
-    """A large bucket, snapshotted; then 10 changes; one full CDC pass, tick by tick."""
-    from ingest_pipelines.config import FilesystemStoreConfig, S3StoreConfig
-    from ingest_pipelines.state import StateStore
-    from ingest_pipelines.storage import open_store
-    from ingest_pipelines.sync.config import SyncWorkflow
-    from ingest_pipelines.sync.ledger import SyncLedger
-    from ingest_pipelines.sync.tick import run_tick
+class Daemon:
+    """`dagster-daemon run -w workspace.yaml` on a DAGSTER_HOME with the project's dagster.yaml."""
 
-    s3 = server.client("s3")
-    with timed() as fill:
-        _fill(s3, "big", CDC_KEYS, body=b"")
-    print(f"  filled {CDC_KEYS} keys in {fill['seconds']:.0f}s")
-    source = open_store(S3StoreConfig(name="big", bucket="big", endpoint=server.endpoint_url))
-    requests = {"n": 0}
-    source.client.meta.events.register("before-call.s3", lambda **_: requests.__setitem__("n", requests["n"] + 1))
-    workflow = SyncWorkflow(name="cdc", source="big", destinations=["x"], batchSize=1000, settleDelay=0)
-    state = StateStore(open_store(FilesystemStoreConfig(name="state", path=str(work / "cdc-state"))))
-    ledger = SyncLedger(f"sqlite:///{work / 'cdc-ledger.sqlite'}")
-    cursor = None
-    with timed() as snap:
-        while True:
-            outcome = run_tick(workflow, source, state, ledger, cursor)
-            cursor = outcome.cursor.to_json()
-            if outcome.cursor.mode == "cdc":
-                break
-    snapshot_requests = requests["n"]
-    for i in range(5):
-        s3.put_object(Bucket="big", Key=f"obj/{i * 7919 % CDC_KEYS:07d}", Body=b"changed")
-        s3.put_object(Bucket="big", Key=f"new/{i}", Body=b"new")
-    requests["n"] = 0
-    ticks = []
-    changes = 0
-    while True:
-        before = requests["n"]
-        with timed() as t:
-            outcome = run_tick(workflow, source, state, ledger, cursor)
-        cursor = outcome.cursor.to_json()
-        changes += sum(len(b.changes) for b in outcome.batches)
-        ticks.append({"seconds": round(t["seconds"], 2), "s3_requests": requests["n"] - before, "pages": outcome.pages})
-        if outcome.cursor.after == "":
-            break
+    def __init__(self, work: Path, config: Path, name: str):
+        self.home = work / f"dagster_home-{name}"
+        self.home.mkdir()
+        shutil.copy(REPO_ROOT / "dagster.yaml", self.home / "dagster.yaml")
+        self.config = config
+        self.name = name
+        self.log = work / f"daemon-{name}.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> Daemon:
+        self.started = time.time()
+        with self.log.open("ab") as out:
+            self.process = subprocess.Popen(
+                [str(BIN / "dagster-daemon"), "run", "-w", str(REPO_ROOT / "workspace.yaml")],
+                env=_env(DAGSTER_HOME=str(self.home), INGEST_CONFIG=str(self.config)),
+                cwd=REPO_ROOT,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        import signal
+
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+
+    def first_tick(self) -> float | None:
+        """When the workflow's sensor first ticked (unix seconds), from the instance."""
+        import dagster as dg
+        from dagster._core.instance.ref import InstanceRef
+
+        with dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(self.home))) as instance:
+            states = [s for s in instance.all_instigator_state() if s.name == f"{self.name}__sync_sensor"]
+            if not states:
+                return None
+            ticks = instance.get_ticks(states[0].instigator_origin_id, states[0].selector_id)
+            return min((t.timestamp for t in ticks), default=None)
+
+    def runs(self) -> int:
+        import dagster as dg
+        from dagster._core.instance.ref import InstanceRef
+
+        with dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(self.home))) as instance:
+            return len(instance.get_run_records())
+
+
+def bench_daemon_defaults(server: MotoServer, s3: Any, work: Path, objects: int) -> dict[str, Any]:
+    """Out of the box: no tuning key, the real daemon; N objects already in the source."""
+    source = f"src-ootb-{objects}"
+    _fill(s3, source, objects)
+    aws = bench_aws(server, s3, source, objects)
+    name = f"ootb_{objects}"
+    bucket = f"dst-ootb-{objects}"
+    s3.create_bucket(Bucket=bucket)
+    config = _config(server, source, bucket, work, name, sensor="running")
+    with Daemon(work, config, name) as daemon:
+        deadline = time.monotonic() + 600
+        while _count(s3, bucket) < objects and time.monotonic() < deadline:
+            time.sleep(0.2)  # poll interval of a bounded wait
+        done = time.time()
+        first = daemon.first_tick()
+        runs = daemon.runs()
+    copied = _count(s3, bucket)
+    _drop(s3, bucket)
+    _drop(s3, source)
+    assert copied == objects, f"{copied} of {objects} objects after 10 minutes (see {daemon.log})"
+    assert first is not None
+    seconds = done - first
     result = {
-        "keys": CDC_KEYS,
-        "snapshot_seconds": round(snap["seconds"], 1),
-        "snapshot_s3_requests": snapshot_requests,
-        "cdc_pass_ticks": ticks,
-        "cdc_pass_seconds": round(sum(t["seconds"] for t in ticks), 2),
-        "cdc_pass_s3_requests": sum(t["s3_requests"] for t in ticks),
-        "changes_found": changes,
+        "objects": objects,
+        "first_tick_to_last_object_seconds": round(seconds, 2),
+        "daemon_start_to_first_tick_seconds": round(first - daemon.started, 2),
+        "runs": runs,
+        "objects_per_second": round(objects / seconds, 1),
     }
+    if aws:
+        result["aws_s3_sync_objects_per_second"] = round(aws, 1)
+        result["ratio_vs_aws_s3_sync"] = round(objects / seconds / aws, 2)
     print(
-        f"  CDC pass over {CDC_KEYS} keys with 10 changes: {result['cdc_pass_seconds']}s, "
-        f"{result['cdc_pass_s3_requests']} S3 requests in {len(ticks)} tick(s) (max {max(t['seconds'] for t in ticks)}s per tick); "
-        f"found {changes} change(s)"
+        f"  out of the box, {objects} objects: first tick -> last object {seconds:.1f}s ({objects / seconds:.0f}/s, {runs} run(s))"
+        + (f", aws s3 sync {aws:.0f}/s: ours/aws = {objects / seconds / aws:.2f}" if aws else "")
+        + f"; daemon start -> first tick {first - daemon.started:.1f}s"
     )
-    assert changes == 10, f"expected 10 changes, found {changes}"
+    return result
+
+
+def bench_latency(server: MotoServer, s3: Any, work: Path, puts: int, window: float, interval: str | None) -> dict[str, Any]:
+    """Puts at random moments over `window` seconds with the daemon running; each object's time to the mirror."""
+    label = interval or "default"
+    name = f"latency_{label.replace('s', '')}"
+    source, bucket = f"src-{name.replace('_', '-')}", f"dst-{name.replace('_', '-')}"
+    s3.create_bucket(Bucket=source)
+    s3.create_bucket(Bucket=bucket)
+    workflow: dict[str, Any] = {"sensor": "running"}
+    if interval:
+        workflow["interval"] = interval
+    config = _config(server, source, bucket, work, name, **workflow)
+    rng = random.Random(7)
+    moments = sorted(rng.uniform(0, window) for _ in range(puts))
+    put_at: dict[str, float] = {}
+    seen_at: dict[str, float] = {}
+    with Daemon(work, config, name) as daemon:
+        deadline = time.monotonic() + 120
+        while daemon.first_tick() is None and time.monotonic() < deadline:
+            time.sleep(0.5)  # the sensor is running: the empty snapshot is done
+        time.sleep(5)
+        start = time.time()
+        index = 0
+        end = start + window + 900
+        while time.time() < end and len(seen_at) < puts:
+            now = time.time()
+            while index < puts and now - start >= moments[index]:
+                key = f"obj/{index:04d}"
+                s3.put_object(Bucket=source, Key=key, Body=BODY)
+                put_at[key] = time.time()
+                index += 1
+            present = {o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket) for o in page.get("Contents", [])}
+            for key in present - set(seen_at):
+                seen_at[key] = time.time()
+            time.sleep(0.2)  # polling resolution of the measurement
+    latencies = sorted(seen_at[k] - put_at[k] for k in seen_at)
+    result = {
+        "interval": label,
+        "puts": puts,
+        "arrived": len(latencies),
+        "p50_seconds": round(statistics.median(latencies), 1) if latencies else None,
+        "p95_seconds": round(latencies[max(0, int(round(0.95 * len(latencies))) - 1)], 1) if latencies else None,
+    }
+    print(f"  put -> mirror at interval {label}: p50 {result['p50_seconds']}s, p95 {result['p95_seconds']}s ({len(latencies)}/{puts} arrived)")
     return result
 
 
 def main(argv: list[str]) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks sync", description=__doc__.splitlines()[0])
+    parser.add_argument("--objects", type=int, default=int(os.environ.get("BENCH_SYNC_OBJECTS", "5000")))
+    parser.add_argument("--ootb-objects", default=os.environ.get("BENCH_SYNC_OOTB_OBJECTS", "2000,10000"))
+    parser.add_argument("--latency-default", action="store_true", help="also measure latency at the default interval (~6 min)")
+    args = parser.parse_args(argv)
     os.environ.update(TEST_CREDENTIALS)
     os.environ.pop("AWS_CA_BUNDLE", None)
-    results: dict[str, Any] = {"objects": OBJECTS}
+    objects = args.objects
+    results: dict[str, Any] = {"objects": objects}
     with tempfile.TemporaryDirectory(prefix="bench-sync-") as tmp, MotoServer(log_path=Path(tmp) / "moto.log") as server:
         work = Path(tmp)
         s3 = server.client("s3")
         with timed() as fill:
-            _fill(s3, "src", OBJECTS)
-        print(f"  source: {OBJECTS} objects of 1 KiB ({fill['seconds']:.1f}s to create)")
+            _fill(s3, "src", objects)
+        print(f"  source: {objects} objects of 1 KiB ({fill['seconds']:.1f}s to create)")
         baselines = []
         for name, fn in (
-            ("aws s3 sync", lambda: bench_aws(server, s3)),
-            ("rclone copy --transfers 16", lambda: bench_rclone(server, s3)),
-            ("boto3 16 threads list+copy", lambda: bench_boto3(server)),
+            ("aws s3 sync", lambda: bench_aws(server, s3, "src", objects)),
+            ("rclone copy --transfers 16", lambda: bench_rclone(server, s3, objects)),
+            ("boto3 16 threads list+copy", lambda: bench_boto3(server, objects)),
         ):
             rate = fn()
             if rate is not None:
                 baselines.append((name, rate))
                 results[name] = round(rate, 1)
-        rate, detail = bench_ours(server, s3, work, batch_size=1000)
-        results["ours_batch_1000"] = {"objects_per_second": round(rate, 1), **detail}
-        results["ratios"] = print_ratios(
-            f"sync {OBJECTS} x 1 KiB S3->S3, first tick to last object (batchSize 1000, 16 threads)",
-            "objects/s",
-            ("ours (Dagster)", rate),
-            baselines,
+        cases = (
+            ("batch_1000", f"batchSize 1000, threads 16 ({objects // 1000} batches)", {"batchSize": 1000, "threads": 16, "settleDelay": "0s"}),
+            ("one_batch", f"batchSize {objects} (one batch)", {"batchSize": objects, "threads": 16, "settleDelay": "0s"}),
+            ("defaults", f"no tuning key (batchSize 8: {objects // 8} batches)", {}),
         )
-        big_rate, big_detail = bench_ours(server, s3, work, batch_size=OBJECTS)
-        results[f"ours_batch_{OBJECTS}"] = {"objects_per_second": round(big_rate, 1), **big_detail}
-        results["ratios_one_batch"] = print_ratios(
-            f"same, batchSize {OBJECTS} (one run)", "objects/s", ("ours (Dagster, one batch)", big_rate), baselines
-        )
+        for key, title, workflow in cases:
+            rate, detail = bench_in_process(server, s3, work, objects, key, **workflow)
+            results[f"ours_{key}"] = {"objects_per_second": round(rate, 1), **detail}
+            results[f"ratios_{key}"] = print_ratios(
+                f"sync {objects} x 1 KiB S3->S3 in-process, first tick to last object: {title}", "objects/s", ("ours", rate), baselines
+            )
+        _drop(s3, "src")
+        results["out_of_the_box"] = [bench_daemon_defaults(server, s3, work, int(n)) for n in args.ootb_objects.split(",") if n]
+        results["latency"] = [bench_latency(server, s3, work, puts=20, window=60, interval="5s")]
+        if args.latency_default:
+            results["latency"].append(bench_latency(server, s3, work, puts=6, window=300, interval=None))
         results["peak_rss_mib"] = round(peak_rss_mib(), 1)
-        if CDC_KEYS:
-            results["cdc"] = bench_cdc(server, work)
     return results
 
 

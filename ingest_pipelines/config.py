@@ -10,12 +10,12 @@ import importlib.util
 import logging
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +137,10 @@ class StoreConfig(ConfigModel):
     type: str
     name: str
     prefix: str = ""
+    #: as a sync destination: write an empty connylabs marker `{metafilesPrefix}{key}.done` per object.
+    metafilesPrefix: str | None = None
+    #: as a sync destination: propagate deletes (record destinations default to true).
+    deletes: bool = False
 
     secret_fields: ClassVar[tuple[str, ...]] = ()
 
@@ -150,9 +154,6 @@ class S3StoreConfig(StoreConfig):
     accessKeyID: SecretField = None
     secretAccessKey: SecretField = None
     sessionToken: SecretField = None
-    metafilesPrefix: str | None = None
-    #: sync: propagate deletes to this destination.
-    deletes: bool = False
     #: sync source: how changes are found: "list" (ListObjects/ListObjectVersions) or "events" (SQS).
     changes: Literal["list", "events"] = "list"
     queueUrl: str | None = Field(default=None, validate_default=True)
@@ -188,24 +189,78 @@ class S3StoreConfig(StoreConfig):
 class FilesystemStoreConfig(StoreConfig):
     type: Literal["filesystem"] = "filesystem"
     path: str
-    metafilesPrefix: str | None = None
-    deletes: bool = False
 
     def uri(self, key: str = "") -> str:
         return Path(self.path, self.prefix + key).resolve().as_uri()
 
 
-#: `type:` -> model, for sources and for destinations. Later kinds add destination types.
-SOURCE_TYPES: dict[str, type[StoreConfig]] = {"s3": S3StoreConfig, "filesystem": FilesystemStoreConfig}
-DESTINATION_TYPES: dict[str, type[StoreConfig]] = {"s3": S3StoreConfig, "filesystem": FilesystemStoreConfig}
+class TypeRegistry(Mapping[str, type[StoreConfig]]):
+    """`type:` -> config model for one role, read from the plugin registry (entry points of the group
+    `ingest_pipelines.plugins`, see ingest_pipelines.plugins.registry). Looking a name up loads its plugin; a
+    plugin that cannot be loaded raises PluginLoadError naming its entry point."""
+
+    def __init__(self, role: Literal["source", "destination", "state"]):
+        self.role = role
+
+    @staticmethod
+    def _registry() -> Any:
+        from ingest_pipelines.plugins.registry import REGISTRY  # it imports this module
+
+        return REGISTRY
+
+    def __getitem__(self, name: str) -> type[StoreConfig]:
+        return self._registry().config_model(name, self.role)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._registry().for_role(self.role))
+
+    def __len__(self) -> int:
+        return len(self._registry().for_role(self.role))
+
+    def __contains__(self, name: object) -> bool:
+        try:
+            self[name]  # type: ignore[index]
+        except (KeyError, RuntimeError):  # unknown, or a plugin that cannot be loaded
+            return False
+        return True
+
+
+#: `type:` -> model, for sources, destinations and the state store: every type is a plugin (built-in ones too).
+SOURCE_TYPES = TypeRegistry("source")
+DESTINATION_TYPES = TypeRegistry("destination")
+STATE_TYPES = TypeRegistry("state")
+
+
+def _register_in_process(name: str, model: type[StoreConfig], role: str) -> None:
+    from ingest_pipelines.plugins.registry import REGISTRY, Plugin, UnknownType
+
+    roles = {role}
+    try:
+        known = REGISTRY.plugin(name)
+        if known.config is model:
+            roles |= set(known.store_roles)
+    except (UnknownType, RuntimeError):
+        pass
+    REGISTRY.register(name, Plugin(config=model, store_roles=frozenset(roles)))
 
 
 def register_source_type(name: str, model: type[StoreConfig]) -> None:
-    SOURCE_TYPES[name] = model
+    """Register a type in this process only (tests). Packages register through the entry-point group."""
+    _register_in_process(name, model, "source")
 
 
 def register_destination_type(name: str, model: type[StoreConfig]) -> None:
-    DESTINATION_TYPES[name] = model
+    """Register a type in this process only (tests). Packages register through the entry-point group."""
+    _register_in_process(name, model, "destination")
+
+
+def secret_field_names(model: type[BaseModel]) -> tuple[str, ...]:
+    """A model's `secret_fields` plus every field typed SecretField (kept as written, resolved when used)."""
+    names = list(getattr(model, "secret_fields", ()))
+    for name, info in model.model_fields.items():
+        if name not in names and any(isinstance(m, BeforeValidator) and m.func == Secret.parse for m in info.metadata):
+            names.append(name)
+    return tuple(names)
 
 
 # --------------------------------------------------------------------------- workflows
@@ -276,6 +331,100 @@ def load_kind_modules() -> None:
             importlib.import_module(module)
 
 
+# --------------------------------------------------------------------------- executors
+
+# The `executor:` mapping (top level or per workflow): where a run executes its ops. Validated here, with
+# the file; ingest_pipelines.defs.executors turns it into a Dagster executor.
+
+#: the folder of the state store under which op outputs are pickled when they cross processes.
+IO_PREFIX = "dagster-io"
+
+
+class ExecutorConfig(ConfigModel):
+    """`in_process` (all ops in the run's process), `multiprocess` (a process per op, one host) or
+    `celery` (ops as Celery tasks on `dagster-celery` workers, any host, over `broker`)."""
+
+    type: Literal["in_process", "multiprocess", "celery"]
+    #: multiprocess: ops running at once inside one run (default: the CPU count).
+    maxConcurrent: int | None = Field(default=None, ge=1)
+    #: celery: the broker the workers listen on, e.g. redis://redis:6379/0; `$VAR` keeps it out of the UI.
+    broker: SecretField = None
+    #: celery: where task results go (default: the broker).
+    backend: SecretField = None
+    #: celery: modules every worker imports before running a task.
+    include: list[str] = Field(default_factory=list)
+    #: celery: extra Celery settings (lower-case names, e.g. worker_prefetch_multiplier).
+    configSource: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _fits_type(self) -> ExecutorConfig:
+        if self.type == "celery" and self.broker is None:
+            raise ValueError("broker is required for type 'celery' (e.g. redis://127.0.0.1:6379/0)")
+        if self.type != "celery":
+            extra = [key for key in ("broker", "backend", "include", "configSource") if getattr(self, key)]
+            if extra:
+                raise ValueError(f"{', '.join(extra)} only apply to type 'celery'")
+        if self.type != "multiprocess" and self.maxConcurrent is not None:
+            raise ValueError("maxConcurrent only applies to type 'multiprocess'")
+        return self
+
+    @property
+    def crosses_hosts(self) -> bool:
+        """Whether another host may run the next op, so op outputs must go through shared storage."""
+        return self.type == "celery"
+
+
+def parse_executor(raw: Any, where: str) -> ExecutorConfig | None:
+    """Validate an `executor:` mapping; the error names `where` (file, workflow) and the field."""
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: field 'executor': expected a mapping such as {{type: celery, broker: ...}}")
+    try:
+        return ExecutorConfig.model_validate(raw)
+    except ValidationError as exc:
+        parts = []
+        for error in exc.errors():
+            field = ".".join(str(part) for part in ("executor", *error["loc"]))
+            msg = "unknown key" if error["type"] == "extra_forbidden" else error["msg"]
+            parts.append(f"{where}: field {field!r}: {msg}")
+        raise ConfigError("; ".join(parts)) from None
+
+
+def executor_config(workflow: WorkflowConfig | None, config: IngestConfig | None) -> ExecutorConfig | None:
+    """The workflow's own executor, else the top-level one (when `config` is given), else None."""
+    where = (config.path if config else None) or "<config>"
+    if workflow is not None and workflow.executor is not None:
+        return parse_executor(workflow.executor, f"{where}: workflow {workflow.name!r}")
+    return parse_executor(config.executor, where) if config is not None else None
+
+
+def needs_shared_io(config: IngestConfig) -> bool:
+    """Whether any job of this config may run consecutive ops on different hosts."""
+    candidates = [executor_config(None, config), *(executor_config(w, config) for w in config.workflows)]
+    return any(e is not None and e.crosses_hosts for e in candidates)
+
+
+def check_executors(config: IngestConfig) -> None:
+    """A Celery executor needs an S3 state store: op outputs cross hosts through it."""
+    if not needs_shared_io(config):
+        return
+    where = config.path or "<config>"
+    state = config.state_store()
+    if not isinstance(state, S3StoreConfig):
+        raise ConfigError(
+            f"{where}: field 'executor': type 'celery' runs ops on other hosts, so op outputs go through the "
+            "state store: set top-level `state:` to an s3 store (bucket, prefix) the workers can reach"
+        )
+    for field in state.secret_fields:
+        secret = getattr(state, field)
+        if secret is not None and secret.env_var is None:
+            raise ConfigError(
+                f"{where}: state: field {field!r}: with executor type 'celery' the state store's credentials reach "
+                "Dagster's S3 IO manager, so write them as $VAR (an env var), not as a literal"
+            )
+
+
 # --------------------------------------------------------------------------- the whole file
 
 
@@ -287,7 +436,7 @@ class IngestConfig(ConfigModel):
     #: where durable sync state (change batches, key index) lives: a store config (s3 or
     #: filesystem); default a folder `.ingest-state` beside ingest.yaml.
     state: StoreConfig | None = None
-    #: default executor of every workflow's jobs (see ingest_pipelines.execution); None: Dagster's default.
+    #: default executor of every workflow's jobs (the `executor:` mapping above); None: Dagster's default.
     executor: dict[str, Any] | None = None
     #: workflows dropped in non-strict mode, with the reason.
     dropped: list[str] = Field(default_factory=list)
@@ -352,27 +501,34 @@ def _expand_tree(value: Any, where: str, secret_keys: frozenset[str], key: str |
 EXECUTOR_SECRET_KEYS = frozenset({"broker", "backend"})
 
 
-def _secret_keys() -> frozenset[str]:
-    keys: set[str] = set()
-    for model in [*SOURCE_TYPES.values(), *DESTINATION_TYPES.values(), *WORKFLOW_KINDS.values()]:
-        keys.update(getattr(model, "secret_fields", ()))
-    return frozenset(keys)
+def _store_model(kind: Any, registry: TypeRegistry, where: str) -> type[StoreConfig]:
+    """The model of `type: kind` through the plugin registry; an unknown or broken type names the field."""
+    from ingest_pipelines.plugins.registry import REGISTRY, PluginLoadError, UnknownType
+
+    if not isinstance(kind, str) or not kind:
+        known = ", ".join(sorted(registry))
+        raise ConfigError(f"{where}: field 'type': required (known: {known})")
+    try:
+        return registry[kind]
+    except UnknownType as exc:
+        known = ", ".join(sorted(registry))
+        broken = REGISTRY.broken()
+        also = f"; not loadable: {'; '.join(broken.values())}" if broken else ""
+        raise ConfigError(f"{where}: field 'type': {exc} (known: {known}){also}") from None
+    except PluginLoadError as exc:
+        raise ConfigError(f"{where}: field 'type': {exc}") from None
 
 
-def _parse_store(raw: Any, section: str, index: int, registry: dict[str, type[StoreConfig]], file: str) -> StoreConfig:
+def _parse_store(raw: Any, section: str, index: int, registry: TypeRegistry, file: str) -> StoreConfig:
     name = raw.get("name") if isinstance(raw, dict) else None
     where = f"{file}: {section}[{index}]" + (f" ({name})" if name else "")
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: expected a mapping, got {type(raw).__name__}")
     if not name:
         raise ConfigError(f"{where}: field 'name': required")
-    kind = raw.get("type")
-    if kind not in registry:
-        known = ", ".join(sorted(registry))
-        raise ConfigError(f"{where}: field 'type': unknown type {kind!r} (known: {known})")
-    model = registry[kind]
+    model = _store_model(raw.get("type"), registry, where)
     try:
-        return model.model_validate(_expand_tree(raw, where, frozenset(model.secret_fields)))
+        return model.model_validate(_expand_tree(raw, where, frozenset(secret_field_names(model))))
     except ValidationError as exc:
         raise ConfigError(_validation_message(where, exc)) from None
 
@@ -447,8 +603,6 @@ def parse_config(data: Any, file: str = "<config>") -> IngestConfig:
                 raise ConfigError(f"{file}: duplicate {label} name {item.name!r}")
             seen.add(item.name)
 
-    from ingest_pipelines.execution import check_executors, parse_executor  # it imports this module
-
     executor = data.get("executor")
     if executor is not None:
         executor = _expand_tree(executor, file, EXECUTOR_SECRET_KEYS)
@@ -479,7 +633,7 @@ def parse_config(data: Any, file: str = "<config>") -> IngestConfig:
     if data.get("state") is not None:
         raw_state = dict(data["state"])
         raw_state.setdefault("name", "state")
-        state = _parse_store(raw_state, "state", 0, SOURCE_TYPES, file)
+        state = _parse_store(raw_state, "state", 0, STATE_TYPES, file)
     config = IngestConfig(
         sources=sources,
         destinations=dests,

@@ -10,8 +10,16 @@ from typing import Any
 
 import dagster as dg
 
-from ingest_pipelines.config import IngestConfig, S3StoreConfig, Secret, WorkflowConfig
-from ingest_pipelines.execution import IO_PREFIX, ExecutorConfig, executor_config, needs_shared_io
+from ingest_pipelines.config import (
+    IO_PREFIX,
+    ExecutorConfig,
+    IngestConfig,
+    S3StoreConfig,
+    Secret,
+    WorkflowConfig,
+    executor_config,
+    needs_shared_io,
+)
 
 IO_MANAGER_KEY = "io_manager"
 

@@ -18,8 +18,10 @@ class SyncWorkflow(WorkflowConfig):
     kind: str = "sync"
     #: snapshot shards: key prefixes (relative to the source prefix); one shard `all` by default.
     shards: list[str] = Field(default_factory=list)
-    #: objects younger than this are left for the next tick (late arrivals, same-second ties).
-    settleDelay: Duration = 2.0
+    #: change capture leaves objects younger than this for a later pass. Default: 0 for an S3 source (an
+    #: object appears in a listing only once it is complete), 2 s for a folder or a plugin source (a file may
+    #: still be being written).
+    settleDelay: Duration | None = None
     #: S3 calls in flight inside a run.
     threads: int = Field(default=16, ge=1, le=256)
     #: a sensor tick stops listing after this long / this many pages and resumes next tick.
@@ -30,8 +32,16 @@ class SyncWorkflow(WorkflowConfig):
     #: SQLAlchemy URL of the ledger (applied changes, key index, scan state); default SQLite
     #: `sync-ledger.sqlite` in the state folder (or $DAGSTER_HOME when the state is in S3).
     ledger: str | None = None
-    #: first hour of the `changes` partitions (changes older than this count in this hour).
-    changesStart: str = "2024-01-01"
+    #: change times older than this day count in its first hour (the `changes` partitions are the hours
+    #: that had changes, added as their batches are committed).
+    changesStart: str | None = None
+    #: a run applies pending batches for at most this long / this many batches (0: no limit), then ends;
+    #: the sensor requests the next run for the rest.
+    runSeconds: Duration = 600.0
+    maxBatchesPerRun: int = Field(default=0, ge=0)
+    #: a batch committed longer ago than this and still unapplied fails the `batches_applied` check
+    #: (default: 10 x interval, at least 15 min).
+    maxLag: Duration | None = None
 
     @field_validator("shards")
     @classmethod
@@ -66,12 +76,19 @@ class SyncWorkflow(WorkflowConfig):
 
     @field_validator("changesStart")
     @classmethod
-    def _start_date(cls, value: str) -> str:
+    def _start_date(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
         try:
             datetime.strptime(value, "%Y-%m-%d")
         except ValueError:
             raise ValueError(f"changesStart {value!r} must be a date YYYY-MM-DD") from None
         return value
+
+    def settle_seconds(self, source_type: str) -> float:
+        if self.settleDelay is not None:
+            return self.settleDelay
+        return 0.0 if source_type == "s3" else 2.0
 
     def shard_keys(self) -> list[str]:
         """Partition keys of the snapshot asset: the shard prefixes, or `all`."""
