@@ -92,7 +92,7 @@ def test_workflow_takes_no_destinations_and_needs_a_gateway_url(scene: Inventory
 def test_sensor_tick_by_tick(scene: InventoryScene, write_config, instance) -> None:
     defs = definitions(scene, write_config)
     first = tick(defs, instance, None)
-    assert first.run_requests == [] and json.loads(first.cursor) == {"marks": {}, "seen": {}, "resume_after": None}
+    assert first.run_requests == [] and json.loads(first.cursor) == {"marks": {}, "seen": {}, "resume_after": None, "requests": []}
 
     # a manifest under reports/ (Batch Operations completion reports) and an incomplete report: no run
     scene.put_image("a.png", {"UserId": "fred"})
@@ -181,12 +181,24 @@ def test_second_day_run_diffs_against_the_first(scene: InventoryScene, write_con
     assert check(result).passed
 
 
-def test_date_without_a_report_fails_the_run_with_the_reason(scene: InventoryScene, write_config, instance) -> None:
+def test_dates_without_a_report_succeed_with_report_none_and_a_warning(scene: InventoryScene, write_config, instance) -> None:
+    # S3 Inventory skips days: a range backfill after an outage must end green where nothing is missing
     defs = definitions(scene, write_config)
-    result = run(defs, instance, partition="2024-06-01")
-    assert not result.success
-    (failure,) = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
-    assert "no S3 Inventory report delivered on 2024-06-01 under s3://inventory/inv" in str(failure.event_specific_data.error)
+    scene.put_image("a.png", {"UserId": "a"})
+    scene.report("2024-06-02T01-00Z")
+    results = {date: run(defs, instance, partition=date) for date in ("2024-06-01", "2024-06-02", "2024-06-03")}
+    assert all(result.success for result in results.values())
+    for date in ("2024-06-01", "2024-06-03"):
+        metadata = materialization(results[date])
+        assert metadata["report"] == "none" and metadata["reports"] == [] and metadata["rows"] == 0 and metadata["failed"] == 0
+        evaluation = check(results[date])
+        assert not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.WARN and evaluation.partition == date
+        assert f"no S3 Inventory report delivered on {date} under s3://inventory/inv" in evaluation.metadata["reason"].value
+    assert materialization(results["2024-06-02"])["indexed"] == 1 and check(results["2024-06-02"]).passed
+    # every date of the range is materialized; none is left failed
+    materialized = instance.get_materialized_partitions(ASSET)
+    assert {"2024-06-01", "2024-06-02", "2024-06-03"} <= set(materialized)
+    assert scene.gateway.calls and len(scene.gateway.calls) == 1
 
 
 def test_corrupt_manifest_fails_the_run(scene: InventoryScene, write_config, instance) -> None:

@@ -190,3 +190,81 @@ def test_key_range_ids_agree_with_bisect_for_any_number_of_boundaries() -> None:
         boundaries = sorted(set(rng.sample(keys, count)))
         expected = [bisect.bisect_right(boundaries, key) for key in keys]
         assert key_range_ids(pa.array(keys), boundaries).tolist() == expected
+
+
+# --------------------------------------------------------------------------- key ranges from the sorted previous snapshot
+
+
+def test_sorted_previous_snapshot_cuts_the_ranges_and_gives_the_in_memory_diff(tmp_path: Path) -> None:
+    day1, day2 = two_days(seed=13)
+    _, snapshot = run_diff(tmp_path, day1, None, partition_rows=10_000)
+    expected = diff_reports(day2, snapshot)
+    spill = diff_module.PreviousSpill.write(batches_of(snapshot, 89), tmp_path / "previous.arrow", 200)
+    # every 200th key of the sorted snapshot is a boundary; the report is split by them as it is parsed
+    assert spill.sorted and len(spill.boundaries) == 14
+    assert [sum(b.num_rows for b in rows) for rows in spill.ranges(spill.boundaries)] == [200] * 14 + [200]
+    result, written = run_diff(tmp_path, day2, snapshot, partition_rows=200)
+    assert result.key_ranges == 15 and result.previous_rows == 3000
+    assert (result.new, result.changed, result.unchanged, result.deleted, result.not_images) == (
+        expected.new,
+        expected.changed,
+        expected.unchanged,
+        expected.deleted,
+        expected.not_images,
+    )
+    assert candidate_keys(result) == expected.candidates.column("key").to_pylist()
+    assert snapshot_rows(written) == sorted(snapshot_rows(day2))
+
+
+def test_a_range_the_report_overfills_is_cut_again_by_its_own_keys(tmp_path: Path) -> None:
+    # day 1 had 300 keys; day 2 adds 2,000 in one prefix that falls in a single range of day 1's
+    day1 = report([(f"a/{i:04d}.png", "1") for i in range(300)])
+    bulk = report([*((f"a/{i:04d}.png", "1") for i in range(300)), *((f"a/0150-{i:05d}.jpg", "1") for i in range(2000))])
+    _, snapshot = run_diff(tmp_path, day1, None, partition_rows=10_000)
+    result, written = run_diff(tmp_path, bulk, snapshot, partition_rows=100)
+    assert (result.new, result.unchanged, result.deleted, result.candidates) == (2000, 300, 0, 2000)
+    # the overfilled range was diffed in sub-ranges of about partition_rows, not held whole
+    assert result.range_rows_max <= 250 and result.key_ranges > 20
+    assert candidate_keys(result) == sorted(f"a/0150-{i:05d}.jpg" for i in range(2000))
+    assert written.column("key").to_pylist() == sorted(bulk.column("key").to_pylist())
+
+
+def test_mass_deletion_against_a_sorted_snapshot(tmp_path: Path) -> None:
+    day1, _ = two_days(seed=17)
+    _, snapshot = run_diff(tmp_path, day1, None, partition_rows=10_000)
+    result, written = run_diff(tmp_path, day1.slice(0, 10), snapshot, partition_rows=100)
+    assert (result.rows, result.unchanged, result.deleted) == (10, 10, 2990)
+    assert written.num_rows == 10
+
+
+def test_a_reader_error_reaches_the_diff_and_stops_the_reader_thread(tmp_path: Path) -> None:
+    read: list[int] = []
+
+    def failing():
+        day1, _ = two_days()
+        for index, batch in enumerate(batches_of(day1, 500)):
+            read.append(index)
+            if index == 2:
+                raise OSError("disk gone")
+            yield batch
+
+    import pytest
+
+    with pytest.raises(OSError, match="disk gone"):
+        diff_inventory(failing(), None, tmp_path / "work", tmp_path / "snapshot.parquet", partition_rows=100)
+    assert read == [0, 1, 2]
+
+
+def test_leaving_early_closes_the_reader_in_its_thread() -> None:
+    closed: list[bool] = []
+
+    def endless():
+        try:
+            while True:
+                yield 1
+        finally:
+            closed.append(True)
+
+    with diff_module.prefetched(endless(), 2) as items:
+        assert next(items) == 1
+    assert closed == [True]

@@ -3,13 +3,20 @@ unchanged ones are left alone, deleted ones counted. Columnar, and in memory bou
 
 from __future__ import annotations
 
+import collections
+import contextlib
+import functools
 import math
 import os
 import resource
 import tempfile
-from collections.abc import Iterable, Iterator
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from queue import Empty, Full, Queue
+from typing import Any, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -25,20 +32,33 @@ from ingest_pipelines.state import StateStore
 SNAPSHOT_COLUMNS = ["key", "fingerprint"]
 SNAPSHOT_SCHEMA = pa.schema([("key", pa.string()), ("fingerprint", pa.string())])
 CANDIDATE_COLUMNS = ["key", "version_id", "etag", "size"]
-#: rows of the current report held at once (one key range); the previous report's rows of that range
-#: are streamed in chunks of this size. ~250 B per row with the diff's temporaries.
-PARTITION_ROWS = 100_000
+#: rows of the current report held at once (one key range, two while one is written and the next
+#: diffed); ~250 B per row with the diff's temporaries. Fewer than 100,000 keeps a run of the benchmark's
+#: 1M- and 10M-row reports under 300 MiB resident.
+PARTITION_ROWS = 64_000
 #: one key in SAMPLE_STRIDE is sampled to place the key ranges' boundaries; the stride doubles when
 #: the sample outgrows MAX_SAMPLES, so the sample stays small whatever the report's size.
 SAMPLE_STRIDE = 256
 MAX_SAMPLES = 200_000
 #: spilled batches are buffered up to this many bytes, then written one batch per key range.
-SPILL_BUFFER_BYTES = 16 * 1024 * 1024
+SPILL_BUFFER_BYTES = 8 * 1024 * 1024
 #: rows of the previous snapshot read at a time.
 SNAPSHOT_BATCH_ROWS = 65_536
 #: spill files are local and read once; lz4 makes them ~4x smaller (GBs for a 100M-object report)
 #: for ~0.5 s of CPU per million rows.
 SPILL_OPTIONS = pa.ipc.IpcWriteOptions(compression="lz4")
+#: the snapshot: keys and fingerprints are unique per row, so dictionary encoding only costs time
+#: (written and read back ~3x faster without it, and no bigger once zstd-compressed).
+SNAPSHOT_PARQUET: dict[str, Any] = {"compression": "zstd", "use_dictionary": False}
+#: a key range of the report over this many times `partition_rows` (the previous report's ranges no
+#: longer fit: a bulk upload into one prefix since) is cut again by a sample of its own keys.
+OVERSIZED_RANGE = 3
+#: parsed batches (~10,000 rows each) the reader thread may be ahead of the diff.
+PREFETCH_BATCHES = 2
+#: key ranges diffed at once (pyarrow's kernels release the GIL); their results are written in order.
+RANGE_THREADS = 1
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -173,10 +193,14 @@ class SpillFiles:
     def remove(self, index: int) -> None:
         self.paths[index].unlink(missing_ok=True)
 
+    def bytes(self) -> int:
+        """Size of the range files on disk (after `close`)."""
+        return sum(path.stat().st_size for path, writer in zip(self.paths, self._writers, strict=True) if writer is not None)
+
 
 def _allow_open_files(count: int) -> None:
     """Raise the soft limit on open files (often 1,024) to fit `count` spill files plus headroom: a
-    100M-object report has 1,000 key ranges, each with an open file while the report is split."""
+    100M-object report has 1,563 key ranges, each with an open file while the report is split."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     wanted = count + 256
     if soft != resource.RLIM_INFINITY and soft < wanted:
@@ -303,25 +327,54 @@ def diff_inventory(
     any size; None: first report) with memory bounded by `partition_rows` (default PARTITION_ROWS),
     not by the report's size.
 
-    1. The report's batches go to a local Arrow file as they come, and a sample of their keys is kept.
-    2. The sample cuts the key space into ranges of about `partition_rows` rows; the report and the
-       previous snapshot are split into one spill file per range (`key_range_ids`, columnar).
-    3. Range by range: the report's rows of the range (in memory) are diffed against the previous
-       rows of the range (streamed in chunks); the candidates are appended to a local Arrow file and
-       the range's key set to `snapshot_path` (Parquet, sorted by key: the next day's previous).
+    The previous snapshot is spilled to a local file first. When it is sorted by key (every snapshot
+    this code writes), its keys at every `partition_rows`-th row cut the key space: the report, parsed
+    in a thread of its own, is split into one spill file per key range as it comes, and the previous
+    rows of each range are read back in order, with no sample and no second pass over the report.
+    Otherwise (first report, older snapshots in report order) the report is spilled whole, a sample of
+    its keys cuts the ranges and both sides are split (`_diff_sampled`). Range by range, the report's
+    rows of the range are diffed against the previous rows of the range (the next range is diffed in a
+    worker thread while one is written); the candidates are appended to a local Arrow file and the
+    range's key set, sorted, to `snapshot_path` (the next day's previous).
     """
     partition_rows = partition_rows or PARTITION_ROWS
     workdir.mkdir(parents=True, exist_ok=True)
+    # the previous snapshot is spilled before the report is read: reading both at once costs more peak
+    # memory (two readers' buffers) than it saves time
+    spill = None if previous is None else PreviousSpill.write(previous, workdir / "previous.arrow", partition_rows)
+    with _DiffOutput(workdir / "candidates.arrow", snapshot_path) as out, prefetched(batches, PREFETCH_BATCHES, release_memory) as current:
+        if spill is None or spill.rows == 0:
+            _diff_sampled(current, None, workdir / "sampled", out, partition_rows)
+        elif spill.sorted:
+            _diff_on_previous_ranges(current, spill, workdir / "ranges", out, partition_rows)
+        else:
+            _diff_sampled(current, spill.batches(), workdir / "sampled", out, partition_rows)
+        if spill is not None:
+            out.result.previous_rows = spill.rows
+            spill.remove()
+    return out.result
+
+
+def _diff_sampled(
+    batches: Iterable[pa.RecordBatch],
+    previous: Iterable[pa.RecordBatch] | None,
+    workdir: Path,
+    out: _DiffOutput,
+    partition_rows: int,
+) -> None:
+    """Key ranges from a sample of the report's own keys: the report is spilled whole while sampled,
+    then it and the previous rows are split into one spill file per range, and the ranges diffed."""
+    workdir.mkdir(parents=True, exist_ok=True)
     runs_path = workdir / "report-runs.arrow"
     # at least ~64 sampled keys per range, so the ranges come out about even
-    sample = KeySample(min(SAMPLE_STRIDE, partition_rows // 64))
+    sample = KeySample(min(SAMPLE_STRIDE, max(1, partition_rows // 64)))
     with pa.ipc.new_file(str(runs_path), ROW_SCHEMA, options=SPILL_OPTIONS) as runs:
         for batch in batches:
             if batch.num_rows:
                 sample.add(batch.column("key"))
                 runs.write_batch(batch)
-    ranges = key_range_count(sample.rows, partition_rows)
-    boundaries = sample.boundaries(ranges)
+    out.result.rows += sample.rows
+    boundaries = sample.boundaries(key_range_count(sample.rows, partition_rows))
     ranges = len(boundaries) + 1
 
     current = SpillFiles(workdir / "current", "range", ROW_SCHEMA, ranges)
@@ -331,56 +384,283 @@ def diff_inventory(
             for index, rows in split_by_key_range(reader.get_batch(position), boundaries):
                 current.add(index, rows)
     current.close()
-    spill_bytes = runs_path.stat().st_size
+    out.result.spill_bytes += runs_path.stat().st_size
     runs_path.unlink()
 
     before = SpillFiles(workdir / "previous", "range", SNAPSHOT_SCHEMA, ranges)
-    previous_rows = 0
     for batch in previous or ():
-        batch = _snapshot_batch(batch)
-        previous_rows += batch.num_rows
-        for index, rows in split_by_key_range(batch, boundaries):
+        for index, rows in split_by_key_range(_snapshot_batch(batch), boundaries):
             before.add(index, rows)
     before.close()
 
-    result = InventoryDiffResult(
-        rows=sample.rows,
-        new=0,
-        changed=0,
-        unchanged=0,
-        deleted=0,
-        not_images=0,
-        candidates=0,
-        candidates_path=workdir / "candidates.arrow",
-        versioned=False,
-        key_ranges=ranges,
-        previous_rows=previous_rows,
-        spill_bytes=spill_bytes,
-    )
-    candidate_schema = pa.schema([ROW_SCHEMA.field(name) for name in CANDIDATE_COLUMNS])
-    with (
-        pq.ParquetWriter(str(snapshot_path), SNAPSHOT_SCHEMA, compression="zstd") as snapshot,
-        pa.ipc.new_file(str(result.candidates_path), candidate_schema, options=SPILL_OPTIONS) as candidates,
-    ):
-        for index in range(ranges):
-            rows = current.read(index).sort_by("key")
+    for index in range(ranges):
+        out.submit(functools.partial(_diff_spilled_range, current, before, index, partition_rows))
+    out.drain()
+
+
+def _diff_spilled_range(current: SpillFiles, before: SpillFiles, index: int, partition_rows: int) -> tuple[pa.Table, InventoryDiff]:
+    rows = current.read(index).combine_chunks()
+    current.remove(index)
+    # the previous rows of the range are streamed: after a mass deletion they can outnumber the report's
+    diff = diff_key_range(rows, before.chunks(index, partition_rows))
+    before.remove(index)
+    return rows, diff
+
+
+def _diff_on_previous_ranges(
+    batches: Iterable[pa.RecordBatch], previous: PreviousSpill, workdir: Path, out: _DiffOutput, partition_rows: int
+) -> None:
+    """Key ranges from the sorted previous snapshot: the report is split as it is parsed, the previous
+    rows of each range are read back in key order. A range the report overfills (a bulk upload into
+    one prefix since the previous report) is cut again by a sample of its own keys."""
+    boundaries = previous.boundaries
+    ranges = len(boundaries) + 1
+    current = SpillFiles(workdir / "current", "range", ROW_SCHEMA, ranges)
+    for batch in batches:
+        out.result.rows += batch.num_rows
+        for index, rows in split_by_key_range(batch, boundaries):
+            current.add(index, rows)
+        release_memory()
+    current.close()
+    out.result.spill_bytes += current.bytes()
+
+    for index, previous_rows in enumerate(previous.ranges(boundaries)):
+        if current.rows[index] > OVERSIZED_RANGE * partition_rows:
+            out.drain()
+            report_rows = (batch for table in current.chunks(index) for batch in table.to_batches())
+            _diff_sampled(report_rows, previous_rows, workdir / f"range-{index:05d}", out, partition_rows)
             current.remove(index)
-            result.range_rows_max = max(result.range_rows_max, rows.num_rows)
-            diff = diff_key_range(rows, before.chunks(index, partition_rows))
-            before.remove(index)
-            if rows.num_rows:
-                snapshot.write_table(rows.select(SNAPSHOT_COLUMNS))
-            del rows
-            result.new += diff.new
-            result.changed += diff.changed
-            result.unchanged += diff.unchanged
-            result.deleted += diff.deleted
-            result.not_images += diff.not_images
-            if diff.candidates.num_rows:
-                result.candidates += diff.candidates.num_rows
-                result.versioned = result.versioned or diff.candidates.column("version_id").null_count < diff.candidates.num_rows
-                candidates.write_table(diff.candidates.combine_chunks())
-    return result
+            continue
+        out.submit(functools.partial(_diff_range_against, current, index, previous_rows))
+    out.drain()
+
+
+def _diff_range_against(current: SpillFiles, index: int, previous_rows: list[pa.RecordBatch]) -> tuple[pa.Table, InventoryDiff]:
+    rows = current.read(index).combine_chunks()
+    current.remove(index)
+    return rows, diff_key_range(rows, previous_rows)
+
+
+class PreviousSpill:
+    """The previous snapshot's (key, fingerprint) rows in one local Arrow file, as they came, with
+    whether they came sorted by key and, if so, the keys at every `partition_rows`-th row."""
+
+    def __init__(self, path: Path, rows: int, is_sorted: bool, boundaries: list[str]):
+        self.path = path
+        self.rows = rows
+        self.sorted = is_sorted
+        self.boundaries = boundaries
+
+    @classmethod
+    def write(cls, previous: Iterable[pa.RecordBatch], path: Path, partition_rows: int) -> PreviousSpill:
+        rows, is_sorted, last = 0, True, None
+        boundaries: list[str] = []
+        next_cut = partition_rows
+        with pa.ipc.new_file(str(path), SNAPSHOT_SCHEMA, options=SPILL_OPTIONS) as spill:
+            for raw in previous:
+                batch = _snapshot_batch(raw)
+                count = batch.num_rows
+                if not count:
+                    continue
+                keys = batch.column("key")
+                if is_sorted:
+                    is_sorted = (last is None or last <= keys[0].as_py()) and (
+                        count == 1 or pc.all(pc.less_equal(keys.slice(0, count - 1), keys.slice(1))).as_py() is not False
+                    )
+                last = keys[count - 1].as_py()
+                while is_sorted and next_cut < rows + count:
+                    cut = keys[next_cut - rows].as_py()
+                    # equal keys stay in one range: a boundary is a key change
+                    if not boundaries or cut > boundaries[-1]:
+                        boundaries.append(cut)
+                    next_cut += partition_rows
+                rows += count
+                spill.write_batch(batch)
+                release_memory()  # the Parquet reader's freed pages: ~100 MiB resident for a 3M-row snapshot
+        if boundaries and boundaries[0] <= _first_key(path):
+            boundaries.pop(0)  # every row would be above it: an empty first range
+        return cls(path, rows, is_sorted, boundaries if is_sorted else [])
+
+    def batches(self) -> Iterator[pa.RecordBatch]:
+        with pa.OSFile(str(self.path)) as source:
+            reader = pa.ipc.open_file(source)
+            for position in range(reader.num_record_batches):
+                yield reader.get_batch(position)
+
+    def ranges(self, boundaries: list[str]) -> Iterator[list[pa.RecordBatch]]:
+        """The rows of each key range in order, `len(boundaries) + 1` lists (sorted spill only)."""
+        index, pending = 0, []
+        for batch in self.batches():
+            keys, start = batch.column("key"), 0
+            while index < len(boundaries):
+                # sorted: the rows below the boundary are the first `below` ones
+                below = pc.sum(pc.less(keys.slice(start), boundaries[index])).as_py() or 0
+                if start + below == batch.num_rows:
+                    break
+                if below:
+                    pending.append(batch.slice(start, below))
+                yield pending
+                pending, index, start = [], index + 1, start + below
+            if start < batch.num_rows:
+                pending.append(batch.slice(start))
+        yield pending
+        for _ in range(index, len(boundaries)):
+            yield []
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def _first_key(path: Path) -> str:
+    with pa.OSFile(str(path)) as source:
+        reader = pa.ipc.open_file(source)
+        return reader.get_batch(0).column("key")[0].as_py() if reader.num_record_batches else ""
+
+
+class _DiffOutput:
+    """Where diffed key ranges go, in key order: the candidates' Arrow file, the new snapshot and the
+    counts. Ranges are diffed in a small thread pool (pyarrow releases the GIL) and written in the
+    order they were submitted."""
+
+    def __init__(self, candidates_path: Path, snapshot_path: Path):
+        self.result = InventoryDiffResult(
+            rows=0,
+            new=0,
+            changed=0,
+            unchanged=0,
+            deleted=0,
+            not_images=0,
+            candidates=0,
+            candidates_path=candidates_path,
+            versioned=False,
+            key_ranges=0,
+        )
+        self.snapshot_path = snapshot_path
+        self._pending: collections.deque[Future[tuple[pa.Table, InventoryDiff]]] = collections.deque()
+
+    def __enter__(self) -> _DiffOutput:
+        candidate_schema = pa.schema([ROW_SCHEMA.field(name) for name in CANDIDATE_COLUMNS])
+        self._pool = ThreadPoolExecutor(max_workers=max(1, RANGE_THREADS), thread_name_prefix="inventory-diff")
+        self._snapshot = pq.ParquetWriter(str(self.snapshot_path), SNAPSHOT_SCHEMA, **SNAPSHOT_PARQUET)
+        self._candidates = pa.ipc.new_file(str(self.result.candidates_path), candidate_schema, options=SPILL_OPTIONS)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            if exc[0] is None:
+                self.drain()
+        finally:
+            for future in self._pending:
+                future.cancel()
+            self._pool.shutdown(wait=True)
+            self._candidates.close()
+            self._snapshot.close()
+
+    def submit(self, job: Callable[[], tuple[pa.Table, InventoryDiff]]) -> None:
+        """Diff one range (`job` returns its rows and their diff) in the pool; the oldest is written
+        once more than RANGE_THREADS are pending."""
+        if RANGE_THREADS <= 0:
+            self._write(*_sorted_snapshot(job))
+            return
+        self._pending.append(self._pool.submit(_sorted_snapshot, job))
+        # one more than the threads: a range is written while the next ones are diffed
+        while len(self._pending) > RANGE_THREADS:
+            self._write(*self._pending.popleft().result())
+
+    def drain(self) -> None:
+        while self._pending:
+            self._write(*self._pending.popleft().result())
+
+    def _write(self, snapshot: pa.Table, diff: InventoryDiff) -> None:
+        result = self.result
+        result.key_ranges += 1
+        result.range_rows_max = max(result.range_rows_max, snapshot.num_rows)
+        if snapshot.num_rows:
+            self._snapshot.write_table(snapshot)
+        result.new += diff.new
+        result.changed += diff.changed
+        result.unchanged += diff.unchanged
+        result.deleted += diff.deleted
+        result.not_images += diff.not_images
+        if diff.candidates.num_rows:
+            result.candidates += diff.candidates.num_rows
+            result.versioned = result.versioned or diff.candidates.column("version_id").null_count < diff.candidates.num_rows
+            self._candidates.write_table(diff.candidates.combine_chunks())
+        release_memory()
+
+
+def _sorted_snapshot(job: Callable[[], tuple[pa.Table, InventoryDiff]]) -> tuple[pa.Table, InventoryDiff]:
+    rows, diff = job()
+    snapshot = rows.select(SNAPSHOT_COLUMNS)
+    if snapshot.num_rows > 1:
+        snapshot = snapshot.take(pc.sort_indices(snapshot.column("key")))
+    snapshot = snapshot.combine_chunks()
+    del rows
+    release_memory()
+    return snapshot, diff
+
+
+def release_memory() -> None:
+    """Hand the memory Arrow's allocator holds for reuse back to the system. mimalloc (Arrow's
+    default) keeps what was freed in the calling thread's heap: without this the parser and the key
+    ranges leave ~80 MiB more resident at 1M rows for the same peak of live Arrow memory."""
+    pa.default_memory_pool().release_unused()
+
+
+@contextlib.contextmanager
+def prefetched(items: Iterable[T], depth: int, after_each: Callable[[], None] | None = None) -> Iterator[Iterator[T]]:
+    """Iterate `items` in a thread of its own, up to `depth` items ahead of the consumer; an error in
+    it is raised in the consumer. Leaving the block stops the thread and closes the iterator there."""
+    if depth <= 0:
+        yield iter(items)
+        return
+    queue: Queue[tuple[bool, Any]] = Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(entry: tuple[bool, Any]) -> bool:
+        while not stop.is_set():
+            try:
+                queue.put(entry, timeout=0.1)
+                return True
+            except Full:
+                continue
+        return False
+
+    def produce() -> None:
+        iterator = iter(items)
+        try:
+            for item in iterator:
+                if not put((False, item)):
+                    return
+                if after_each is not None:
+                    after_each()
+            put((True, None))
+        except BaseException as exc:  # handed to the consumer, raised there
+            put((True, exc))
+        finally:
+            close = getattr(iterator, "close", None)
+            if close is not None:
+                close()
+
+    def consume() -> Iterator[T]:
+        while True:
+            done, value = queue.get()
+            if done:
+                if value is not None:
+                    raise value
+                return
+            yield value
+
+    thread = threading.Thread(target=produce, name="inventory-reader", daemon=True)
+    thread.start()
+    try:
+        yield consume()
+    finally:
+        stop.set()
+        while thread.is_alive():
+            with contextlib.suppress(Empty):
+                queue.get(timeout=0.1)
+        thread.join()
 
 
 def _snapshot_batch(batch: pa.RecordBatch) -> pa.RecordBatch:
@@ -435,7 +715,7 @@ class ReportSnapshots:
     @staticmethod
     def write(current: pa.Table, path: Path) -> None:
         """A report's snapshot as a local file, from a report held in memory."""
-        pq.write_table(current.select(SNAPSHOT_COLUMNS).sort_by("key"), path, compression="zstd")
+        pq.write_table(current.select(SNAPSHOT_COLUMNS).sort_by("key"), path, **SNAPSHOT_PARQUET)
 
     def upload(self, ref: ReportRef, path: Path) -> str:
         key = self._key(ref)

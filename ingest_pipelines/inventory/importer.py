@@ -37,6 +37,19 @@ from ingest_pipelines.storage.s3 import S3Store, is_not_found
 
 #: outcomes of one candidate, also the metadata names of their counts.
 OBJECT_STATUSES = ("indexed", "already_indexed", "skipped_invalid", "skipped_non_qualified", "failed", "missing")
+#: the counts of a report's import (ReportResult.counts), also metadata names.
+REPORT_COUNTS = (
+    "rows",
+    "new",
+    "changed",
+    "unchanged",
+    "deleted",
+    "not_images",
+    "candidates",
+    "malformed_rows",
+    "malformed_files",
+    *OBJECT_STATUSES,
+)
 #: how many keys / reasons metadata lists at most.
 MAX_LISTED = 100
 #: candidates handed to the thread pool at a time (bounds pending futures on a first, full run).

@@ -5,13 +5,13 @@ import dagster as dg
 from dagster import AssetExecutionContext
 
 from ingest_pipelines.config import IngestConfig, dagster_name
-from ingest_pipelines.defs.inventory.checks import index_check_result, index_check_spec
+from ingest_pipelines.defs.inventory.checks import index_check_result, index_check_spec, no_report_check_result
 from ingest_pipelines.defs.inventory.partitions import inventory_partitions
 from ingest_pipelines.defs.resources import STATE_RESOURCE_KEY, config_at, store_resource_key
 from ingest_pipelines.inventory.config import InventoryWorkflow
 from ingest_pipelines.inventory.gateway import GatewayClient
 from ingest_pipelines.inventory.history import ImportHistory, default_history_url
-from ingest_pipelines.inventory.importer import OBJECT_STATUSES, InventoryImport, ReportResult
+from ingest_pipelines.inventory.importer import OBJECT_STATUSES, REPORT_COUNTS, InventoryImport, ReportResult
 from ingest_pipelines.inventory.manifest import ManifestError, ReportRef, parse_report_key, reports_for_date
 from ingest_pipelines.storage.s3 import S3Store
 
@@ -28,14 +28,12 @@ def _reports(context: AssetExecutionContext, store: S3Store, date: str) -> list[
         if ref is None or ref.date != date:
             raise ManifestError(f"run tag {REPORT_TAG}={tagged!r} is not a report of {date} under {store.uri()}")
         return [ref]
-    refs = reports_for_date(store.client, store.bucket, store.prefix, date)
-    if not refs:
-        raise ManifestError(f"no S3 Inventory report delivered on {date} under {store.uri()}")
-    return refs
+    # a day without a report is normal for S3 Inventory (weekly configs, a delivery skipped): [] is no error
+    return reports_for_date(store.client, store.bucket, store.prefix, date)
 
 
 def report_metadata(results: list[ReportResult]) -> dict[str, dg.MetadataValue | int | str]:
-    totals: dict[str, int] = {}
+    totals = dict.fromkeys(REPORT_COUNTS, 0)
     for result in results:
         for name, value in result.counts().items():
             totals[name] = totals.get(name, 0) + value
@@ -79,11 +77,19 @@ def build_indexed_asset(workflow: InventoryWorkflow, config: IngestConfig) -> dg
         gateway = GatewayClient(workflow.gateway)
         try:
             importer = InventoryImport(workflow, store, state, history, gateway, log=context.log)
-            results = [importer.import_report(ref) for ref in _reports(context, store, context.partition_key)]
+            refs = _reports(context, store, context.partition_key)
+            results = [importer.import_report(ref) for ref in refs]
             date_outcome = importer.outcomes.for_date(context.partition_key)
         finally:
             gateway.close()
             history.close()
+        if not refs:
+            where = store.uri()
+            context.log.warning(f"no S3 Inventory report delivered on {context.partition_key} under {where}; nothing to import")
+            return dg.MaterializeResult(
+                metadata={**report_metadata([]), "report": "none"},
+                check_results=[no_report_check_result(asset_key, context.partition_key, where)],
+            )
         for result in results:
             if result.dead_lettered:
                 context.log.error(f"{result.report}: dead-lettered after every gateway attempt: {', '.join(result.dead_lettered[:20])}")

@@ -35,3 +35,21 @@ def index_check_result(asset_key: dg.AssetKey, date_outcome: dict[str, Any]) -> 
             "reports": dg.MetadataValue.json(date_outcome["reports"]),
         },
     )
+
+
+def no_report_check_result(asset_key: dg.AssetKey, date: str, where: str) -> dg.AssetCheckResult:
+    """A date with no report: nothing failed, nothing was imported. WARN, so it shows without turning
+    a backfill red (S3 Inventory skips days; a report delivered later is requested by the sensor)."""
+    return dg.AssetCheckResult(
+        asset_key=asset_key,
+        check_name=CHECK_NAME,
+        passed=False,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={
+            "report": "none",
+            "reason": f"no S3 Inventory report delivered on {date} under {where}",
+            "failed": 0,
+            "malformed_files": 0,
+            "reports": dg.MetadataValue.json([]),
+        },
+    )
