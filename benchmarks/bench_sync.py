@@ -308,7 +308,9 @@ def bench_latency(server: MotoServer, s3: Any, work: Path, puts: int, window: fl
         "p50_seconds": round(statistics.median(latencies), 1) if latencies else None,
         "p95_seconds": round(latencies[max(0, int(round(0.95 * len(latencies))) - 1)], 1) if latencies else None,
     }
-    print(f"  put -> mirror at interval {label}: p50 {result['p50_seconds']}s, p95 {result['p95_seconds']}s ({len(latencies)}/{puts} arrived)")
+    print(
+        f"  put -> mirror at interval {label}: p50 {result['p50_seconds']}s, p95 {result['p95_seconds']}s ({len(latencies)}/{puts} arrived)"
+    )
     return result
 
 
@@ -339,7 +341,11 @@ def main(argv: list[str]) -> dict[str, Any]:
                 baselines.append((name, rate))
                 results[name] = round(rate, 1)
         cases = (
-            ("batch_1000", f"batchSize 1000, threads 16 ({objects // 1000} batches)", {"batchSize": 1000, "threads": 16, "settleDelay": "0s"}),
+            (
+                "batch_1000",
+                f"batchSize 1000, threads 16 ({objects // 1000} batches)",
+                {"batchSize": 1000, "threads": 16, "settleDelay": "0s"},
+            ),
             ("one_batch", f"batchSize {objects} (one batch)", {"batchSize": objects, "threads": 16, "settleDelay": "0s"}),
             ("defaults", f"no tuning key (batchSize 8: {objects // 8} batches)", {}),
         )
