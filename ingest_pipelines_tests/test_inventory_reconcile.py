@@ -14,10 +14,9 @@ import pytest
 from dagster._core.remote_origin import RegisteredCodeLocationOrigin, RemoteJobOrigin, RemoteRepositoryOrigin
 
 from ingest_pipelines.config import load_config
-from ingest_pipelines.defs import build_definitions
-from ingest_pipelines.defs.inventory import reconcile
+from ingest_pipelines.defs import build_definitions, reconcile
 from ingest_pipelines.defs.inventory.assets import REPORT_TAG
-from ingest_pipelines.defs.inventory.reconcile import ATTEMPT_TAG
+from ingest_pipelines.defs.reconcile import ATTEMPT_TAG
 from ingest_pipelines_tests import inventory_fixtures
 from ingest_pipelines_tests.inventory_fixtures import INVENTORY, InventoryScene
 
@@ -238,7 +237,7 @@ def test_runs_of_another_report_of_the_date_do_not_count(scene, write_config, in
 
 
 def test_a_tick_looks_up_a_bounded_number_of_requests_in_turn(instance, clock, monkeypatch) -> None:
-    from ingest_pipelines.defs.inventory.reconcile import SensorRequests
+    from ingest_pipelines.defs.reconcile import SensorRequests
     from ingest_pipelines.retries import RetryPolicy
 
     monkeypatch.setattr(reconcile, "MAX_LOOKUPS_PER_TICK", 2)
@@ -257,7 +256,7 @@ def test_a_tick_looks_up_a_bounded_number_of_requests_in_turn(instance, clock, m
 
 
 def test_past_the_bound_the_requests_that_gave_up_are_dropped_first(instance, clock, monkeypatch) -> None:
-    from ingest_pipelines.defs.inventory.reconcile import SensorRequests
+    from ingest_pipelines.defs.reconcile import SensorRequests
     from ingest_pipelines.retries import RetryPolicy
 
     monkeypatch.setattr(reconcile, "MAX_TRACKED", 3)

@@ -13,9 +13,8 @@ import dagster as dg
 import pytest
 
 from ingest_pipelines.config import load_config
-from ingest_pipelines.defs import build_definitions
-from ingest_pipelines.defs.inventory import reconcile
-from ingest_pipelines.defs.inventory.reconcile import ATTEMPT_TAG
+from ingest_pipelines.defs import build_definitions, reconcile
+from ingest_pipelines.defs.reconcile import ATTEMPT_TAG
 from ingest_pipelines_tests.pennsieve_support import TOKEN
 from ingest_pipelines_tests.test_pennsieve_defs import document
 

@@ -11,11 +11,11 @@ import json
 import dagster as dg
 
 from ingest_pipelines.config import dagster_name
-from ingest_pipelines.defs.inventory import reconcile
+from ingest_pipelines.defs import reconcile
 from ingest_pipelines.defs.inventory.assets import REPORT_TAG
 from ingest_pipelines.defs.inventory.checks import CHECK_NAME
 from ingest_pipelines.defs.inventory.partitions import inventory_partitions
-from ingest_pipelines.defs.inventory.reconcile import SensorRequests, TrackedRequest
+from ingest_pipelines.defs.reconcile import SensorRequests, TrackedRequest
 from ingest_pipelines.defs.resources import store_resource_key
 from ingest_pipelines.inventory.config import InventoryWorkflow
 from ingest_pipelines.inventory.manifest import ListingBudget, find_new_reports

@@ -14,9 +14,9 @@ import dagster as dg
 import orjson
 
 from ingest_pipelines.config import dagster_name
-from ingest_pipelines.defs.inventory import reconcile
-from ingest_pipelines.defs.inventory.reconcile import SensorRequests, TrackedRequest
+from ingest_pipelines.defs import reconcile
 from ingest_pipelines.defs.pennsieve.assets import import_asset_key
+from ingest_pipelines.defs.reconcile import SensorRequests, TrackedRequest
 from ingest_pipelines.defs.resources import store_resource_key
 from ingest_pipelines.pennsieve.config import PennsieveWorkflow
 from ingest_pipelines.pennsieve.inputs import folder_readiness, list_folders
