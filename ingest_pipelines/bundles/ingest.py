@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import unquote, urlsplit
 
+from ingest_pipelines.bundles.archive import ArchiveLayout, archive_problems, clear_job
 from ingest_pipelines.bundles.config import BundleWorkflow
-from ingest_pipelines.bundles.format import METADATA_JSON, TASK_MOVE_FILES, BundleError, safe_relative_path
+from ingest_pipelines.bundles.format import TASK_INGEST_METADATA, TASK_MOVE_FILES, BundleError, safe_relative_path
 from ingest_pipelines.bundles.jobs import STATE_FAILED, STATE_OK, JobProgress, JobState, JobStore
-from ingest_pipelines.bundles.staging import ArchiveLayout, clear_job
 from ingest_pipelines.bundles.validator import BundleLimits, BundleValidator, IngestResult
 from ingest_pipelines.config import FilesystemStoreConfig, S3StoreConfig
 from ingest_pipelines.storage import ObjectStore, StoreError
@@ -85,8 +85,14 @@ def run_job(
     a stuck job whose run was still waiting) is left FAILED and not ingested; one FAILED before it is retried."""
     job = jobs.get(job_id)
     layout = ArchiveLayout(job_id, workflow.stagingPrefix)
-    if job.complete and job.state == STATE_OK and destination.head(layout.final_key(METADATA_JSON)) is not None:
+    if job.complete and job.state == STATE_OK and destination.head(layout.commit_key) is not None:
         return JobOutcome(job=job, result=None, skipped=True)
+    if job.state == STATE_OK and not job.complete and _committed(destination, layout):
+        # an earlier attempt wrote metadata.json (every file was in place) and stopped before the job said so
+        log.info("job %s: the archive folder was already committed by an earlier attempt", job_id)
+        done = jobs.update(job_id, task=TASK_INGEST_METADATA, task_percent=100.0, exception="", run_id=run_id)
+        _clean_up(workflow, source, job)
+        return JobOutcome(job=done, result=None, skipped=True)
     if run_created is not None and job.state == STATE_FAILED and job.updated > run_created.astimezone(UTC).replace(tzinfo=None):
         raise BundleError(job.task, f"job {job_id} was set FAILED after this run was queued ({job.exception}); not ingested")
     if not job.source_key:
@@ -123,12 +129,24 @@ def run_job(
     except Exception as exc:
         jobs.fail(job_id, validator.task or "open tar", f"{type(exc).__name__}: {exc}")
         raise
-    if workflow.cleanUp:
-        try:
-            source.delete(job.source_key)
-        except StoreError as exc:  # the archive is complete; a leftover drop object is only a warning
-            log.warning("job %s: cleanUp could not delete %s: %s", job_id, job.source_key, exc)
+    _clean_up(workflow, source, job)
     return JobOutcome(job=jobs.get(job_id), result=result)
+
+
+def _committed(destination: ObjectStore, layout: ArchiveLayout) -> bool:
+    """The job folder holds metadata.json and exactly the files it lists."""
+    if destination.head(layout.commit_key) is None:
+        return False
+    return not any(archive_problems(destination, layout).values())
+
+
+def _clean_up(workflow: BundleWorkflow, source: ObjectStore, job: JobState) -> None:
+    if not workflow.cleanUp or not job.source_key:
+        return
+    try:
+        source.delete(job.source_key)
+    except StoreError as exc:  # the archive is complete; a leftover drop object is only a warning
+        log.warning("job %s: cleanUp could not delete %s: %s", job.job_id, job.source_key, exc)
 
 
 def _run_move(validator: BundleValidator, source: ObjectStore, document_key: str) -> IngestResult:

@@ -6,10 +6,10 @@ from typing import Any
 
 import dagster as dg
 
+from ingest_pipelines.bundles.archive import ArchiveLayout, clear_job
 from ingest_pipelines.bundles.config import BundleWorkflow
 from ingest_pipelines.bundles.drop import scan_drop
 from ingest_pipelines.bundles.jobs import JobStore
-from ingest_pipelines.bundles.staging import ArchiveLayout, clear_job
 from ingest_pipelines.config import IngestConfig, dagster_name
 from ingest_pipelines.defs.resources import store_resource_key
 from ingest_pipelines.storage import open_store
