@@ -37,7 +37,7 @@ from ingest_pipelines.bundles.format import (
     parse_metadata,
     safe_relative_path,
 )
-from ingest_pipelines.bundles.jobs import JobProgress
+from ingest_pipelines.bundles.jobs import JobProgress, StaleAttempt
 from ingest_pipelines.storage import ObjectStore
 
 #: hashes computed for members that arrive before metadata.txt names their hashtype
@@ -234,6 +234,8 @@ class BundleValidator:
         try:
             self._ingest_tar(reader)
             result = self._finish()
+        except StaleAttempt:
+            raise  # a newer attempt owns the job folder now: leave it alone
         except BaseException:
             self.writer.discard()
             raise
@@ -408,6 +410,8 @@ class BundleValidator:
             self.writer.wait()
             self.progress.finish()
             result = self._finish()
+        except StaleAttempt:
+            raise  # a newer attempt owns the job folder now: leave it alone
         except BaseException:
             self.writer.discard()
             raise
