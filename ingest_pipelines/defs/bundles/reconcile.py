@@ -15,6 +15,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 import dagster as dg
+from dagster._core.events import DagsterEventType
 
 from ingest_pipelines.bundles.attempts import (
     CANCELED,
@@ -40,6 +41,10 @@ WORKFLOW_TAG = "ingest/workflow"
 JOB_TAG = "ingest/bundle_job"
 ATTEMPT_TAG = "ingest/attempt"
 DROP_KEY_TAG = "ingest/drop_key"
+
+#: Dagster's message when a run is failed by another process without a reason of its own
+_OUTSIDE_FAILURE = "This run has been marked as failed from outside the execution context"
+_DEATH_WORDS = ("exited", "gone", "killed", "terminated", "signal", "detected run worker")
 
 _STATUS = {
     dg.DagsterRunStatus.QUEUED: QUEUED,
@@ -100,7 +105,26 @@ class InstanceRuns:
         ]
 
     def failure_message(self, run: RunView) -> str:
-        return failure_message(self.instance, run.run_id)
+        """The step's error when a step failed (the run's own message only says "Steps failed"), else the run's."""
+        records = self.instance.get_records_for_run(run.run_id, of_type=DagsterEventType.STEP_FAILURE, ascending=False, limit=1).records
+        for record in records:
+            event = record.event_log_entry.dagster_event
+            error = event.step_failure_data.error if event is not None and event.step_failure_data else None
+            if error is not None:
+                cause = error.cause.message.strip() if error.cause is not None else ""
+                return error.message.strip() + (f" ({cause[:300]})" if cause and cause not in error.message else "")
+        message = failure_message(self.instance, run.run_id)
+        if message.startswith(_OUTSIDE_FAILURE):
+            # the code server failed the run of a worker that died; why is in its engine event just before
+            records = self.instance.get_records_for_run(
+                run.run_id, of_type=DagsterEventType.ENGINE_EVENT, ascending=False, limit=10
+            ).records
+            for record in records:
+                text = record.event_log_entry.message or ""
+                if any(word in text.lower() for word in _DEATH_WORDS):
+                    # the first sentence: Dagster's advice that follows (out of memory?) is a guess
+                    return text.strip().split(". ")[0].rstrip(".")
+        return message
 
     def started_since(self, timestamp: float, location: str | None) -> bool:
         since = datetime.fromtimestamp(timestamp, UTC)
