@@ -322,3 +322,18 @@ def test_job_store_adds_the_attempt_columns_to_an_existing_table(tmp_path: Path)
     old = store.get(7)
     assert (old.attempt, old.retry_at, old.attempt_at) == (0, None, None)
     assert [j.job_id for j in store.unfinished("w")] == [7] and store.claim(7, 0) is not None and store.get(7).attempt == 1
+
+
+def test_a_launch_error_after_the_run_was_created_does_not_start_another_attempt(env: dict[str, Any]) -> None:
+    def half_way(job: JobState) -> str:
+        # the run exists (created, maybe queued) when submitting it raises
+        env["runs"].add(job.job_id, RunView(f"run-{job.job_id}-{job.attempt}", QUEUED, env["clock"].now, attempt=job.attempt))
+        raise LaunchFailed("database is locked")
+
+    env["reconciler"]().reconcile(half_way)
+    job = env["jobs"].get(env["job"].job_id)
+    assert (job.attempt, job.retry_at, job.exception) == (1, None, "")
+    env["clock"].now += 30
+    launcher = Launcher()
+    env["reconciler"]().reconcile(launcher)
+    assert launcher.launched == [] and env["jobs"].get(job.job_id).attempt == 1

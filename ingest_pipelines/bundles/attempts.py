@@ -223,6 +223,12 @@ class BundleReconciler:
         try:
             run_id = launch(job)
         except LaunchFailed as exc:
+            if any(run.attempt == job.attempt for run in self.runs.runs(job)):
+                # the run was created before the error (submitting it failed half-way): it is watched like any other
+                # run; one that never reaches the queue is failed after the claim grace and the attempt retried
+                log.warning("job %s: requesting attempt %d raised %s, but its run exists", job.job_id, job.attempt, exc)
+                report.launched.append(job.job_id)
+                return self.jobs.get(job.job_id)
             self._attempt_failed(job, f"launching the run failed: {exc}", self.clock(), report)
             return self.jobs.get(job.job_id)
         if run_id:
