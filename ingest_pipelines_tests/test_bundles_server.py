@@ -292,3 +292,20 @@ def _answers(url: str) -> bool:
         return requests.get(f"{url}/get_state", params={"job_id": 0}, timeout=2).status_code == 404
     except requests.ConnectionError:
         return False
+
+
+def test_job_subcommand_retry_gives_a_failed_job_one_more_attempt(s3_server, s3, tmp_path, write_config, capsys) -> None:
+    from ingest_pipelines.bundles.jobs import JobStore
+    from ingest_pipelines.cli import main
+
+    config_path = write_config(bundle_config(s3_server, s3, tmp_path))
+    jobs = JobStore(f"sqlite:///{tmp_path}/jobs.db")
+    job = jobs.create("pacifica-bundles", "a.tar", "e", task="open tar")
+    assert jobs.claim(job.job_id, 0) is not None
+    jobs.fail(job.job_id, "open tar", "run x was not started within 5m")
+    assert main(["job", "--config", str(config_path), "--job-id", str(job.job_id), "--retry"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert (printed["state"], printed["complete"], printed["exception"]) == ("OK", False, "retry requested by an administrator")
+    retried = jobs.get(job.job_id)
+    # due now, as the next attempt (the reconcilers launch it)
+    assert retried.retry_at is not None and retried.attempt == 1 and [j.job_id for j in jobs.unfinished("pacifica-bundles")] == [job.job_id]
