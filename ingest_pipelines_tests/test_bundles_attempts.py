@@ -337,3 +337,37 @@ def test_a_launch_error_after_the_run_was_created_does_not_start_another_attempt
     launcher = Launcher()
     env["reconciler"]().reconcile(launcher)
     assert launcher.launched == [] and env["jobs"].get(job.job_id).attempt == 1
+
+
+def test_job_store_adds_the_attempt_columns_to_an_existing_postgresql_table() -> None:
+    import sqlalchemy as sa
+
+    from ingest_pipelines_tests.deploy_fixtures import fresh_database, pg_url
+
+    with fresh_database() as pg_env:
+        url = pg_url(pg_env)
+        engine = sa.create_engine(url)
+        with engine.begin() as conn:
+            conn.execute(
+                sa.text(
+                    "CREATE TABLE bundle_jobs (job_id SERIAL PRIMARY KEY, workflow VARCHAR(255) NOT NULL, state VARCHAR(16) NOT NULL, "
+                    "task VARCHAR(64) NOT NULL, task_percent FLOAT NOT NULL, complete BOOLEAN NOT NULL, created TIMESTAMP NOT NULL, "
+                    "updated TIMESTAMP NOT NULL, exception TEXT NOT NULL, source_key VARCHAR(1024), source_etag VARCHAR(255), "
+                    "origin VARCHAR(16) NOT NULL, run_id VARCHAR(64))"
+                )
+            )
+            conn.execute(
+                sa.text(
+                    "INSERT INTO bundle_jobs (workflow, state, task, task_percent, complete, created, updated, exception, source_key, "
+                    "source_etag, origin) VALUES ('w', 'OK', 'open tar', 0.0, false, now(), now(), '', 'a.tar', 'e', 'sensor')"
+                )
+            )
+        engine.dispose()
+        store = JobStore(url)
+        (old,) = store.unfinished("w")
+        assert (old.attempt, old.retry_at) == (0, None)
+        assert store.claim(old.job_id, 0) is not None and store.claim(old.job_id, 0) is None
+        assert store.attempt_failed(old.job_id, 1, "attempt 1 failed", store.get(old.job_id).updated)
+        assert not store.attempt_failed(old.job_id, 1, "seen twice", store.get(old.job_id).updated)
+        store.engine.dispose()
+        JobStore._engines.pop(url, None)

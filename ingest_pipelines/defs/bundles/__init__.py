@@ -18,7 +18,7 @@ def build(workflow: BundleWorkflow, config: IngestConfig) -> dg.Definitions:
     partitions = bundle_partitions(workflow)
     asset = build_bundle_asset(workflow, config, partitions)
     check = build_archive_check(workflow, config, partitions)
-    job = build_ingest_job(workflow, partitions)
+    job = build_ingest_job(workflow, partitions, config)
     return dg.Definitions(
         assets=[asset],
         asset_checks=[check],
