@@ -44,7 +44,7 @@ DROP_KEY_TAG = "ingest/drop_key"
 
 #: Dagster's message when a run is failed by another process without a reason of its own
 _OUTSIDE_FAILURE = "This run has been marked as failed from outside the execution context"
-_DEATH_WORDS = ("exited", "gone", "killed", "terminated", "signal", "detected run worker")
+_DEATH_WORDS = ("exited", "gone", "killed", "terminated", "signal", "detected run worker", "error")
 
 _STATUS = {
     dg.DagsterRunStatus.QUEUED: QUEUED,
@@ -115,15 +115,19 @@ class InstanceRuns:
                 return error.message.strip() + (f" ({cause[:300]})" if cause and cause not in error.message else "")
         message = failure_message(self.instance, run.run_id)
         if message.startswith(_OUTSIDE_FAILURE):
-            # the code server failed the run of a worker that died; why is in its engine event just before
+            # another process failed the run (the code server, of a worker that died; the daemon, of a run it could
+            # not launch): why is in its engine events just before. First sentences: Dagster's advice after them
+            # (out of memory?) is a guess
             records = self.instance.get_records_for_run(
                 run.run_id, of_type=DagsterEventType.ENGINE_EVENT, ascending=False, limit=10
             ).records
-            for record in records:
-                text = record.event_log_entry.message or ""
-                if any(word in text.lower() for word in _DEATH_WORDS):
-                    # the first sentence: Dagster's advice that follows (out of memory?) is a guess
-                    return text.strip().split(". ")[0].rstrip(".")
+            found = [
+                text.strip().split(". ")[0].rstrip(".")
+                for record in records
+                if any(word in (text := record.event_log_entry.message or "").lower() for word in _DEATH_WORDS)
+            ]
+            if found:
+                return found[0] + (f" ({found[1]})" if len(found) > 1 else "")
         return message
 
     def started_since(self, timestamp: float, location: str | None) -> bool:
