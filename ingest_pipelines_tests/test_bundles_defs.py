@@ -185,6 +185,7 @@ def test_check_fails_when_the_archive_was_tampered_with(setup: dict[str, Any], i
     evaluation = run.get_asset_check_evaluations()[0]
     assert not evaluation.passed
     assert evaluation.metadata["unexpected"].value == ["intruder.bin"] and evaluation.metadata["missing"].value == ["empty.txt"]
+    assert evaluation.metadata["committed"].value is True
 
 
 def test_drop_sensor_retries_a_dead_run_and_removes_what_it_left(s3_server, s3, tmp_path, write_config, instance) -> None:

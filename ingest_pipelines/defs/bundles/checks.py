@@ -7,6 +7,7 @@ import dagster as dg
 
 from ingest_pipelines.bundles.archive import ArchiveLayout, archive_problems
 from ingest_pipelines.bundles.config import BundleWorkflow
+from ingest_pipelines.bundles.format import METADATA_JSON
 from ingest_pipelines.bundles.jobs import STATE_OK, JobStore
 from ingest_pipelines.config import IngestConfig
 from ingest_pipelines.defs.bundles.jobs import bundle_asset_key
@@ -41,6 +42,8 @@ def build_archive_check(workflow: BundleWorkflow, config: IngestConfig, partitio
                 "state": job.state,
                 "task": job.task,
                 "complete": job.complete,
+                # metadata.json is written last: without it the folder is incomplete (being written, or being removed)
+                "committed": METADATA_JSON not in problems["missing"],
                 **{name: dg.MetadataValue.json(json.loads(json.dumps(keys[:50]))) for name, keys in problems.items()},
             },
         )
