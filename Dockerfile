@@ -11,6 +11,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 WORKDIR /opt/ingest_pipelines
 COPY pyproject.toml README.md ./
 COPY ingest_pipelines ./ingest_pipelines
+# no extras: moto (`demo`) and the dev tools (`dev`: pytest, ruff, dg) stay out of the production image
 RUN pip install . \
     && mkdir -p "$DAGSTER_HOME" /etc/ingest \
     && useradd --system --uid 10001 --home-dir /opt/dagster dagster \

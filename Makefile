@@ -3,8 +3,9 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint format bench clean
+.PHONY: demo test lint format bench chaos clean
 
+# the dev extra includes the demo extra (moto, the demo's local S3 server); a plain `pip install .` has neither
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
@@ -28,6 +29,13 @@ format: $(BIN)/.installed
 
 bench: $(BIN)/.installed
 	$(BIN)/python -m benchmarks
+
+# the chaos soak: `make chaos ROUNDS=40 SEED=7` (SCENARIOS="sync-list sync-events bundle" by default)
+ROUNDS ?= 30
+SEED ?= 1
+SCENARIOS ?= sync-list sync-events bundle
+chaos: $(BIN)/.installed
+	$(BIN)/python -m ingest_pipelines_tests.chaos --rounds $(ROUNDS) --seed $(SEED) --scenario $(SCENARIOS)
 
 clean:
 	rm -rf $(VENV) .demo .pytest_cache build *.egg-info

@@ -152,8 +152,7 @@ def bench_ours(server: MotoServer, s3: Any, work: Path, batch_size: int) -> tupl
 
 def bench_cdc(server: MotoServer, work: Path) -> dict[str, Any]:
     """A large bucket, snapshotted; then 10 changes; one full CDC pass, tick by tick."""
-    from ingest_pipelines.config import FilesystemStoreConfig, S3StoreConfig
-    from ingest_pipelines.state import StateStore
+    from ingest_pipelines.config import S3StoreConfig
     from ingest_pipelines.storage import open_store
     from ingest_pipelines.sync.config import SyncWorkflow
     from ingest_pipelines.sync.ledger import SyncLedger
@@ -166,14 +165,11 @@ def bench_cdc(server: MotoServer, work: Path) -> dict[str, Any]:
     source = open_store(S3StoreConfig(name="big", bucket="big", endpoint=server.endpoint_url))
     requests = {"n": 0}
     source.client.meta.events.register("before-call.s3", lambda **_: requests.__setitem__("n", requests["n"] + 1))
-    workflow = SyncWorkflow(name="cdc", source="big", destinations=["x"], batchSize=1000, settleDelay=0)
-    state = StateStore(open_store(FilesystemStoreConfig(name="state", path=str(work / "cdc-state"))))
+    workflow = SyncWorkflow(name="cdc", source="big", destinations=["x"], batchSize=1000, settleDelay=0, interval="1ms")
     ledger = SyncLedger(f"sqlite:///{work / 'cdc-ledger.sqlite'}")
-    cursor = None
     with timed() as snap:
         while True:
-            outcome = run_tick(workflow, source, state, ledger, cursor)
-            cursor = outcome.cursor.to_json()
+            outcome = run_tick(workflow, source, ledger)
             if outcome.cursor.mode == "cdc":
                 break
     snapshot_requests = requests["n"]
@@ -186,8 +182,7 @@ def bench_cdc(server: MotoServer, work: Path) -> dict[str, Any]:
     while True:
         before = requests["n"]
         with timed() as t:
-            outcome = run_tick(workflow, source, state, ledger, cursor)
-        cursor = outcome.cursor.to_json()
+            outcome = run_tick(workflow, source, ledger)
         changes += sum(len(b.changes) for b in outcome.batches)
         ticks.append({"seconds": round(t["seconds"], 2), "s3_requests": requests["n"] - before, "pages": outcome.pages})
         if outcome.cursor.after == "":

@@ -1,4 +1,4 @@
-"""`ingest-pipelines`: the demo, and the subcommands each workflow kind adds (serve, job, pennsieve-target).
+"""`ingest-pipelines`: the demo, the subcommands each workflow kind adds (sync, serve, job, pennsieve-target) and `plugins`.
 
 Each kind's CLI module exposes `add_parsers(subparsers)`; the handler is set with `set_defaults(func=...)`.
 """
@@ -12,12 +12,19 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from ingest_pipelines.testing.moto_server import MotoNotInstalled, moto_installed
+
 #: modules that add subcommands (skipped when not present).
 CLI_MODULES = (
     "ingest_pipelines.demo",
+    "ingest_pipelines.sync.cli",
     "ingest_pipelines.bundles.cli",
     "ingest_pipelines.pennsieve.cli",
+    "ingest_pipelines.plugins.cli",
 )
+
+#: subcommands that start a local S3 server: moto, from the `demo` extra (a plain install leaves it out).
+NEEDS_MOTO = frozenset({"demo"})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,6 +46,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not getattr(args, "func", None):
         parser.print_help()
+        return 2
+    if args.command in NEEDS_MOTO and not moto_installed():  # checked before the demo writes or deletes anything
+        print(f"ingest-pipelines {args.command}: {MotoNotInstalled()}", file=sys.stderr)
         return 2
     return int(args.func(args) or 0)
 

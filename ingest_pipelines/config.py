@@ -10,7 +10,7 @@ import importlib.util
 import logging
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
@@ -137,6 +137,10 @@ class StoreConfig(ConfigModel):
     type: str
     name: str
     prefix: str = ""
+    #: as a sync destination: write an empty connylabs marker `{metafilesPrefix}{key}.done` per object.
+    metafilesPrefix: str | None = None
+    #: as a sync destination: propagate deletes (record destinations default to true).
+    deletes: bool = False
 
     secret_fields: ClassVar[tuple[str, ...]] = ()
 
@@ -150,9 +154,6 @@ class S3StoreConfig(StoreConfig):
     accessKeyID: SecretField = None
     secretAccessKey: SecretField = None
     sessionToken: SecretField = None
-    metafilesPrefix: str | None = None
-    #: sync: propagate deletes to this destination.
-    deletes: bool = False
     #: sync source: how changes are found: "list" (ListObjects/ListObjectVersions) or "events" (SQS).
     changes: Literal["list", "events"] = "list"
     queueUrl: str | None = Field(default=None, validate_default=True)
@@ -188,24 +189,78 @@ class S3StoreConfig(StoreConfig):
 class FilesystemStoreConfig(StoreConfig):
     type: Literal["filesystem"] = "filesystem"
     path: str
-    metafilesPrefix: str | None = None
-    deletes: bool = False
 
     def uri(self, key: str = "") -> str:
         return Path(self.path, self.prefix + key).resolve().as_uri()
 
 
-#: `type:` -> model, for sources and for destinations. Later kinds add destination types.
-SOURCE_TYPES: dict[str, type[StoreConfig]] = {"s3": S3StoreConfig, "filesystem": FilesystemStoreConfig}
-DESTINATION_TYPES: dict[str, type[StoreConfig]] = {"s3": S3StoreConfig, "filesystem": FilesystemStoreConfig}
+class TypeRegistry(Mapping[str, type[StoreConfig]]):
+    """`type:` -> config model for one role, read from the plugin registry (entry points of the group
+    `ingest_pipelines.plugins`, see ingest_pipelines.plugins.registry). Looking a name up loads its plugin; a
+    plugin that cannot be loaded raises PluginLoadError naming its entry point."""
+
+    def __init__(self, role: Literal["source", "destination", "state"]):
+        self.role = role
+
+    @staticmethod
+    def _registry() -> Any:
+        from ingest_pipelines.plugins.registry import REGISTRY  # it imports this module
+
+        return REGISTRY
+
+    def __getitem__(self, name: str) -> type[StoreConfig]:
+        return self._registry().config_model(name, self.role)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._registry().for_role(self.role))
+
+    def __len__(self) -> int:
+        return len(self._registry().for_role(self.role))
+
+    def __contains__(self, name: object) -> bool:
+        try:
+            self[name]  # type: ignore[index]
+        except (KeyError, RuntimeError):  # unknown, or a plugin that cannot be loaded
+            return False
+        return True
+
+
+#: `type:` -> model, for sources, destinations and the state store: every type is a plugin (built-in ones too).
+SOURCE_TYPES = TypeRegistry("source")
+DESTINATION_TYPES = TypeRegistry("destination")
+STATE_TYPES = TypeRegistry("state")
+
+
+def _register_in_process(name: str, model: type[StoreConfig], role: str) -> None:
+    from ingest_pipelines.plugins.registry import REGISTRY, Plugin, UnknownType
+
+    roles = {role}
+    try:
+        known = REGISTRY.plugin(name)
+        if known.config is model:
+            roles |= set(known.store_roles)
+    except (UnknownType, RuntimeError):
+        pass
+    REGISTRY.register(name, Plugin(config=model, store_roles=frozenset(roles)))
 
 
 def register_source_type(name: str, model: type[StoreConfig]) -> None:
-    SOURCE_TYPES[name] = model
+    """Register a type in this process only (tests). Packages register through the entry-point group."""
+    _register_in_process(name, model, "source")
 
 
 def register_destination_type(name: str, model: type[StoreConfig]) -> None:
-    DESTINATION_TYPES[name] = model
+    """Register a type in this process only (tests). Packages register through the entry-point group."""
+    _register_in_process(name, model, "destination")
+
+
+def secret_field_names(model: type[BaseModel]) -> tuple[str, ...]:
+    """A model's `secret_fields` plus every field typed SecretField (kept as written, resolved when used)."""
+    names = list(getattr(model, "secret_fields", ()))
+    for name, info in model.model_fields.items():
+        if name not in names and any(isinstance(m, BeforeValidator) and m.func == Secret.parse for m in info.metadata):
+            names.append(name)
+    return tuple(names)
 
 
 # --------------------------------------------------------------------------- workflows
@@ -352,27 +407,34 @@ def _expand_tree(value: Any, where: str, secret_keys: frozenset[str], key: str |
 EXECUTOR_SECRET_KEYS = frozenset({"broker", "backend"})
 
 
-def _secret_keys() -> frozenset[str]:
-    keys: set[str] = set()
-    for model in [*SOURCE_TYPES.values(), *DESTINATION_TYPES.values(), *WORKFLOW_KINDS.values()]:
-        keys.update(getattr(model, "secret_fields", ()))
-    return frozenset(keys)
+def _store_model(kind: Any, registry: TypeRegistry, where: str) -> type[StoreConfig]:
+    """The model of `type: kind` through the plugin registry; an unknown or broken type names the field."""
+    from ingest_pipelines.plugins.registry import REGISTRY, PluginLoadError, UnknownType
+
+    if not isinstance(kind, str) or not kind:
+        known = ", ".join(sorted(registry))
+        raise ConfigError(f"{where}: field 'type': required (known: {known})")
+    try:
+        return registry[kind]
+    except UnknownType as exc:
+        known = ", ".join(sorted(registry))
+        broken = REGISTRY.broken()
+        also = f"; not loadable: {'; '.join(broken.values())}" if broken else ""
+        raise ConfigError(f"{where}: field 'type': {exc} (known: {known}){also}") from None
+    except PluginLoadError as exc:
+        raise ConfigError(f"{where}: field 'type': {exc}") from None
 
 
-def _parse_store(raw: Any, section: str, index: int, registry: dict[str, type[StoreConfig]], file: str) -> StoreConfig:
+def _parse_store(raw: Any, section: str, index: int, registry: TypeRegistry, file: str) -> StoreConfig:
     name = raw.get("name") if isinstance(raw, dict) else None
     where = f"{file}: {section}[{index}]" + (f" ({name})" if name else "")
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: expected a mapping, got {type(raw).__name__}")
     if not name:
         raise ConfigError(f"{where}: field 'name': required")
-    kind = raw.get("type")
-    if kind not in registry:
-        known = ", ".join(sorted(registry))
-        raise ConfigError(f"{where}: field 'type': unknown type {kind!r} (known: {known})")
-    model = registry[kind]
+    model = _store_model(raw.get("type"), registry, where)
     try:
-        return model.model_validate(_expand_tree(raw, where, frozenset(model.secret_fields)))
+        return model.model_validate(_expand_tree(raw, where, frozenset(secret_field_names(model))))
     except ValidationError as exc:
         raise ConfigError(_validation_message(where, exc)) from None
 
@@ -479,7 +541,7 @@ def parse_config(data: Any, file: str = "<config>") -> IngestConfig:
     if data.get("state") is not None:
         raw_state = dict(data["state"])
         raw_state.setdefault("name", "state")
-        state = _parse_store(raw_state, "state", 0, SOURCE_TYPES, file)
+        state = _parse_store(raw_state, "state", 0, STATE_TYPES, file)
     config = IngestConfig(
         sources=sources,
         destinations=dests,

@@ -37,6 +37,9 @@ DEMO_MODULES = (
 )
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+#: the code location: module and name, as in the project's workspace.yaml
+MODULE = "ingest_pipelines.definitions"
+LOCATION_NAME = "ingest_pipelines"
 
 
 @dataclass
@@ -88,11 +91,29 @@ def build_demo(ctx: DemoContext) -> dict[str, Any]:
     return document
 
 
+#: the demo's instance only (not dagster.yaml): no newsletter modal in the UI, and the terminal shows INFO and up
+#: (the DEBUG line per run event, STEP_START and the like, stays in the UI's run log: events are stored at any level).
+DEMO_INSTANCE = {
+    "nux": "nux:\n  enabled: false\n",
+    "python_logs": "python_logs:\n  python_log_level: INFO\n",
+}
+
+#: `dagster dev` is superseded by `dg dev`, which a plain install (and the demo extra) does not bring; the demo
+#: starts `dagster dev` on purpose, so its process alone ignores that one warning.
+DEV_SUPERSEDED_WARNING = "ignore:Function `dev_command` is superseded"
+
+
 def _instance_yaml() -> str:
+    text = "telemetry:\n  enabled: false\n"
     for candidate in (Path.cwd() / "dagster.yaml", REPO_ROOT / "dagster.yaml"):
         if candidate.is_file():
-            return candidate.read_text()
-    return "telemetry:\n  enabled: false\n"
+            text = candidate.read_text()
+            break
+    present = yaml.safe_load(text) or {}
+    extra = [block for key, block in DEMO_INSTANCE.items() if key not in present]
+    if not extra:
+        return text
+    return text.rstrip("\n") + "\n\n# added by `ingest-pipelines demo`\n" + "".join(extra)
 
 
 def _wait_http(url: str, timeout: float, process: subprocess.Popen[bytes] | None = None) -> bool:
@@ -148,7 +169,11 @@ def run_demo(args: argparse.Namespace) -> int:
         if args.setup_only:
             print(config_path)
             return 0
-        command = [sys.executable, "-m", "dagster", "dev", "-m", "ingest_pipelines.definitions", "-h", args.host, "-p", str(args.port)]
+        # the code location has the one name every process uses (workspace.yaml, [tool.dagster], [tool.dg], serve)
+        workspace = workdir / "workspace.yaml"
+        workspace.write_text(yaml.safe_dump({"load_from": [{"python_module": {"module_name": MODULE, "location_name": LOCATION_NAME}}]}))
+        command = [sys.executable, "-W", DEV_SUPERSEDED_WARNING, "-m", "dagster", "dev", "-w", str(workspace)]
+        command += ["-h", args.host, "-p", str(args.port)]
         log.info("starting: %s", " ".join(command))
         dev = subprocess.Popen(command, env=env, cwd=workdir, start_new_session=True)
 

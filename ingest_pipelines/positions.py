@@ -109,6 +109,11 @@ class SyncCursor:
     snapshot_max: int = 0
     passes: int = 0
     watermark: Watermark = field(default_factory=Watermark)
+    #: when the current (or last) change-capture pass started, unix seconds: passes start `interval` apart.
+    pass_started: float = 0.0
+    #: a plugin source's pass has enumerated everything and is sweeping the key index for keys it did not see:
+    #: the last key swept ("" = from the start); None = not sweeping.
+    sweep: str | None = None
 
     def to_json(self) -> str:
         doc = {
@@ -122,7 +127,10 @@ class SyncCursor:
             "smax": self.snapshot_max,
             "passes": self.passes,
             "wm": self.watermark.to_json(),
+            "ps": self.pass_started,
         }
+        if self.sweep is not None:
+            doc["sw"] = self.sweep
         return orjson.dumps(doc).decode()
 
     @classmethod
@@ -143,6 +151,8 @@ class SyncCursor:
                 snapshot_max=int(doc["smax"]),
                 passes=int(doc["passes"]),
                 watermark=Watermark.from_json(doc["wm"]),
+                pass_started=float(doc.get("ps", 0.0)),
+                sweep=None if doc.get("sw") is None else str(doc["sw"]),
             )
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
             if isinstance(exc, PositionError):

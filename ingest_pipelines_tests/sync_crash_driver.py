@@ -1,5 +1,5 @@
-"""A sync process for the crash test: ticks and applies batches until idle, keeping what Dagster would
-keep (the sensor cursor, the requested runs by run key) in files, so kill -9 can hit it anywhere.
+"""A sync process for the crash test: ticks (commit batches) and applies every pending batch as a run
+does, until idle; kill -9 can hit it anywhere. The ledger alone says what is pending after a restart.
 
 Usage: python -m ingest_pipelines_tests.sync_crash_driver <settings.json>
 """
@@ -7,7 +7,6 @@ Usage: python -m ingest_pipelines_tests.sync_crash_driver <settings.json>
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -16,26 +15,21 @@ from ingest_pipelines.config import FilesystemStoreConfig, S3StoreConfig
 from ingest_pipelines.positions import SyncCursor
 from ingest_pipelines.state import StateStore
 from ingest_pipelines.storage import open_store
-from ingest_pipelines.sync.apply import BatchApplier, Destination
+from ingest_pipelines.sync.apply import BatchApplier
+from ingest_pipelines.sync.apply_pending import PendingApplier
 from ingest_pipelines.sync.batches import BatchStore
 from ingest_pipelines.sync.config import SyncWorkflow
+from ingest_pipelines.sync.destinations import Destination
 from ingest_pipelines.sync.ledger import SyncLedger
 from ingest_pipelines.sync.tick import run_tick
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(text)
-    with tmp.open("rb") as handle:
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
 
 
 def main(argv: list[str]) -> int:
     settings: dict[str, Any] = json.loads(Path(argv[0]).read_text())
     work = Path(settings["work"])
     endpoint = settings["endpoint"]
-    source = S3StoreConfig(name="src", bucket="src", endpoint=endpoint)
+    events = {"changes": "events", "queueUrl": settings["queue_url"]} if settings.get("queue_url") else {}
+    source = S3StoreConfig(name="src", bucket="src", endpoint=endpoint, **events)
     dests = [
         S3StoreConfig(name="mirror", bucket="dst", endpoint=endpoint, metafilesPrefix="meta/"),
         FilesystemStoreConfig(name="folder", path=str(work / "folder")),
@@ -53,34 +47,28 @@ def main(argv: list[str]) -> int:
         pageSize=settings["page_size"],
         maxPagesPerTick=2,
         settleDelay=0,
-        webhook=settings["webhook"],
+        webhook=settings.get("webhook"),
         threads=8,
+        retryDelay="100ms",
+        interval="1ms",  # a pass at every tick  # a batch a kill interrupted is tried again at once (the default waits 30 s)
     )
     ledger = SyncLedger(f"sqlite:///{work / 'ledger.sqlite'}")
     state = StateStore(open_store(FilesystemStoreConfig(name="state", path=str(work / "state"))))
     store = open_store(source)
     applier = BatchApplier(workflow, store, [Destination(d.name, d, open_store(d)) for d in dests], ledger)
-    batches = BatchStore(state, workflow.name)
-    cursor_file, runs_file = work / "dagster_cursor", work / "runs.json"
+    pending = PendingApplier(workflow, store, applier, ledger, BatchStore(ledger, workflow.name, state))
 
     for _ in range(10_000):
-        cursor = cursor_file.read_text() if cursor_file.exists() else None
-        runs: list[dict[str, Any]] = json.loads(runs_file.read_text()) if runs_file.exists() else []
-        outcome = run_tick(workflow, store, state, ledger, cursor)
-        known = {r["id"] for r in runs}
-        for ref in [*outcome.resend, *(b.ref() for b in outcome.batches)]:
-            if ref["id"] not in known:  # Dagster drops a run key it has seen
-                runs.append({**ref, "done": False})
-                known.add(ref["id"])
-        _write_atomic(runs_file, json.dumps(runs))  # the runs exist...
-        _write_atomic(cursor_file, outcome.cursor.to_json())  # ...then the cursor is saved
-        for run in runs:
-            if not run["done"]:
-                applier.apply(batches.read(run["asset"], run["partition"], run["id"]))
-                run["done"] = True
-                _write_atomic(runs_file, json.dumps(runs))
-        state_now = SyncCursor.from_json(outcome.cursor.to_json())
-        if not outcome.batches and state_now.mode == "cdc" and state_now.after == "" and state_now.passes > 0:
+        outcome = run_tick(workflow, store, ledger)
+        report = pending.run()
+        if report.failed:
+            print("FAILED", report.failed, flush=True)
+        cursor = SyncCursor.from_json(outcome.cursor.to_json())
+        idle = not outcome.batches and not ledger.pending_batches(workflow.name) and cursor.mode == "cdc"
+        if events and idle and outcome.messages == 0 and not settings.get("keep_running"):
+            print("IDLE", flush=True)
+            return 0
+        if idle and cursor.after == "" and cursor.passes > 0:
             print("IDLE", flush=True)
             return 0
     return 1

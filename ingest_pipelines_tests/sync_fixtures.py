@@ -55,7 +55,8 @@ class SyncRig:
         post: Any = None,
         **workflow: Any,
     ):
-        options = {"settleDelay": 0, "batchSize": 8, **workflow}
+        # interval 1 ms: every tick may start a change-capture pass (the default waits 5 min between passes)
+        options = {"settleDelay": 0, "batchSize": 8, "interval": 0.001, **workflow}
         self.workflow = SyncWorkflow(
             name=options.pop("name", "wf"), source=source.name, destinations=[d.name for d in destinations], **options
         )
@@ -64,12 +65,12 @@ class SyncRig:
         self.ledger = SyncLedger(ledger_url or f"sqlite:///{tmp_path / 'ledger.sqlite'}")
         self.destinations = [Destination(d.name, d, open_store(d)) for d in destinations]
         self.applier = BatchApplier(self.workflow, self.source, self.destinations, self.ledger, webhook=post)
-        self.batch_store = BatchStore(self.state, self.workflow.name)
+        self.batch_store = BatchStore(self.ledger, self.workflow.name, self.state)
         self.cursor: str | None = None
         self.emitted: list[ChangeBatch] = []
 
     def tick(self, **kwargs: Any) -> TickOutcome:
-        outcome = run_tick(self.workflow, self.source, self.state, self.ledger, self.cursor, **kwargs)
+        outcome = run_tick(self.workflow, self.source, self.ledger, **kwargs)
         self.cursor = outcome.cursor.to_json()
         self.emitted.extend(outcome.batches)
         return outcome

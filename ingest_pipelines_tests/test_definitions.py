@@ -76,6 +76,8 @@ def test_sample_config_builds_every_kinds_graph() -> None:
         "images_mirror/snapshot:no_duplicate_records",
         "images_mirror/changes:destination_matches_batch",
         "images_mirror/changes:no_duplicate_records",
+        "images_mirror/snapshot:batches_applied",
+        "images_mirror/changes:batches_applied",
         "faces/indexed:no_failures",
         "pacifica/bundle:archive_matches_metadata",
         "umap/import:import_complete",
@@ -87,11 +89,12 @@ def test_sample_config_builds_every_kinds_graph() -> None:
         "pacifica__drop_sensor",
         "umap__folders_sensor",
     }
-    assert sensors["images_mirror__sync_sensor"].minimum_interval_seconds == 60
+    assert sensors["images_mirror__sync_sensor"].minimum_interval_seconds == 15  # interval 60s: passes; ticks every 15 s
     assert sensors["images_mirror__sync_sensor"].default_status == dg.DefaultSensorStatus.STOPPED
     assert sensors["umap__folders_sensor"].default_status == dg.DefaultSensorStatus.RUNNING
     jobs = {job.name for job in repo.get_all_jobs()} - {"__ASSET_JOB"}
     assert jobs == {
+        "images_mirror__apply_job",
         "images_mirror__snapshot_job",
         "images_mirror__changes_job",
         "faces__index_job",

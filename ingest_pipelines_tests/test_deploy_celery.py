@@ -138,23 +138,16 @@ def test_sync_batch_and_op_outputs_cross_a_real_celery_worker(tmp_path: Path, s3
             sensor = defs.resolve_sensor_def(f"{DNAME}__sync_sensor")
             with dg.build_sensor_context(instance=instance, resources=defs.resources, repository_def=defs.get_repository_def()) as context:
                 (request,) = sensor.evaluate_tick(context).run_requests
-            job = f"{DNAME}__snapshot_job"
+            job = f"{DNAME}__apply_job"
             assert request.job_name == job
-            execute_job(
-                job,
-                env,
-                tmp_path,
-                "ingest_pipelines.definitions",
-                request.run_config,
-                {**request.tags, "dagster/partition": request.partition_key},
-            )
+            execute_job(job, env, tmp_path, "ingest_pipelines.definitions", request.run_config, dict(request.tags))
             run = latest_run(instance, job)
             assert run.status == dg.DagsterRunStatus.SUCCESS
-            step = f"{DNAME}__snapshot"
+            step = f"{DNAME}__apply"
             assert celery_workers_of(instance, run.run_id) == {step: f"{worker_name}@{socket.gethostname()}"}, procs.logs()
             (materialization,) = instance.get_records_for_run(run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION).records
             meta = materialization.event_log_entry.dagster_event.event_specific_data.materialization.metadata
-            assert meta["copied"].value == 12 and meta["batch_id"].value == request.run_key
+            assert meta["copied"].value == 12 and meta["batch_id"].value == request.tags["ingest/first_batch"]
             assert objects(s3, "cel-dst") == objects(s3, "cel-src")
 
             # two ops, one output: the second op loads the first's value from S3 on a worker

@@ -15,6 +15,7 @@ import yaml
 from dagster._core.instance.ref import InstanceRef
 from dagster_graphql import DagsterGraphQLClient, DagsterGraphQLClientError
 
+from ingest_pipelines.sync.ledger import SyncLedger
 from ingest_pipelines.testing import free_port
 from ingest_pipelines_tests.deploy_fixtures import (
     BIN,
@@ -140,15 +141,17 @@ def test_webserver_daemon_and_code_server_on_postgres_survive_a_daemon_restart(t
 
                 wait_until(settled, 240, "the destination to equal the source with no run left", interval=1.0, details=procs.logs)
                 sensor_runs = runs_of(instance)
-                failed = [(r.run_id, r.status) for r in sensor_runs if r.status != dg.DagsterRunStatus.SUCCESS]
-                assert not failed, f"{failed}\n{procs.logs()}"
+                # the last run of the workflow succeeded: every batch is applied (a run the kill hit may have
+                # failed; reconciliation requested the next one)
+                assert sensor_runs[0].status == dg.DagsterRunStatus.SUCCESS, procs.logs()
                 jobs = {r.job_name for r in sensor_runs}
-                assert jobs == {f"{DNAME}__snapshot_job", f"{DNAME}__changes_job"}, jobs
+                assert jobs == {f"{DNAME}__apply_job"}, jobs
                 assert all(r.tags.get("dagster/sensor_name") == f"{DNAME}__sync_sensor" for r in sensor_runs)
-                # each run went through the queue (QueuedRunCoordinator), one per batch (run key = batch id)
+                # each run went through the queue (QueuedRunCoordinator); a run applies every pending batch,
+                # so there are far fewer runs than batches
                 for run in sensor_runs:
                     assert instance.get_records_for_run(run.run_id, of_type=dg.DagsterEventType.RUN_ENQUEUED).records, run.run_id
-                assert len({r.tags["ingest/batch_id"] for r in sensor_runs}) == len(sensor_runs)
+                assert not SyncLedger(pg_url(pg_env)).pending_batches(WORKFLOW)
                 assert procs.starts["daemon"] == 2
 
                 # nothing lost or doubled: the ledger holds every current (key, version) of the source,

@@ -1,4 +1,5 @@
-"""The layering rule: domain modules import no Dagster; only defs/, definitions.py and the CLI glue may."""
+"""The layering rule: domain modules import no Dagster; only defs/, components/ (dg Components), definitions.py
+and the CLI glue may."""
 
 from __future__ import annotations
 
@@ -6,8 +7,8 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "ingest_pipelines"
-#: the Dagster layer, and entry points that launch Dagster processes or runs
-DAGSTER_ALLOWED = ("defs/", "definitions.py")
+#: the Dagster layer (components/ wraps it for dg projects), and entry points that launch Dagster processes or runs
+DAGSTER_ALLOWED = ("defs/", "components/", "definitions.py")
 
 
 def dagster_imports(path: Path) -> list[str]:

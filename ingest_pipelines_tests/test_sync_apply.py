@@ -10,6 +10,7 @@ import pytest
 
 from ingest_pipelines.config import FilesystemStoreConfig
 from ingest_pipelines.sync.apply import SyncApplyError
+from ingest_pipelines.sync.copies import same_endpoint
 from ingest_pipelines.sync.resync import resync_batches
 from ingest_pipelines.sync.verify import destinations_match
 from ingest_pipelines.sync.webhook import WebhookError, post_uris
@@ -107,7 +108,7 @@ def test_streamed_copy_keeps_content_type_and_metadata(tmp_path, buckets, s3_ser
     # "localhost" vs "127.0.0.1": another endpoint as far as the config says, so no CopyObject
     other = s3_server.endpoint_url.replace("127.0.0.1", "localhost")
     rig = SyncRig(tmp_path, s3_config(s3_server.endpoint_url, "src", "src"), [s3_config(other, "dst", "dst", "copy/")])
-    assert rig.applier._server_side == {"dst": False}
+    assert same_endpoint(rig.source, rig.destinations[0]) is False
     rig.run_until_idle()
     assert rig.apply().copied == 1
     head = s3.head_object(Bucket="dst", Key="copy/doc.json")
@@ -119,7 +120,7 @@ def test_server_side_copy_keeps_content_type_and_metadata(tmp_path, buckets, s3_
     s3 = buckets
     s3.put_object(Bucket="src", Key="img.png", Body=b"png", ContentType="image/png", Metadata={"k": "v"})
     rig = SyncRig(tmp_path, s3_config(s3_server.endpoint_url, "src", "src"), [s3_config(s3_server.endpoint_url, "dst", "dst")])
-    assert rig.applier._server_side == {"dst": True}
+    assert same_endpoint(rig.source, rig.destinations[0]) is True
     rig.run_until_idle()
     rig.apply()
     head = s3.head_object(Bucket="dst", Key="img.png")
@@ -147,7 +148,7 @@ def test_odd_keys_reach_s3_and_folder_destinations(tmp_path, buckets, s3_server)
         assert abs(path.stat().st_mtime - lm) < 1
     assert not [p for p in folder.rglob(".tmp-*")]
     for batch in rig.emitted:
-        assert destinations_match("wf", batch, rig.source, rig.destinations, rig.ledger).passed
+        assert destinations_match("wf", [batch], rig.source, rig.destinations, rig.ledger).passed
     # a second run (new ledger: nothing remembered) finds every object present and writes nothing
     mtimes = {p: p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file()}
     fresh = SyncRig(tmp_path / "again", rig.source.config, [d.config for d in rig.destinations])
@@ -180,7 +181,7 @@ def test_deletes_propagate_only_where_enabled(tmp_path, buckets, s3_server) -> N
     assert set(bucket_keys(s3, "dst")) == {"b", ".m/b.done"}
     assert set(bucket_keys(s3, "dst2")) == {"a", "b"}
     assert sorted(p.name for p in folder.iterdir()) == ["b"]
-    assert destinations_match("wf", rig.emitted[-1], rig.source, rig.destinations, rig.ledger).passed
+    assert destinations_match("wf", [rig.emitted[-1]], rig.source, rig.destinations, rig.ledger).passed
 
 
 def test_update_then_stale_batch_does_not_regress(tmp_path, buckets, s3_server) -> None:
@@ -209,7 +210,7 @@ def test_source_changed_before_apply_is_left_to_the_later_batch(tmp_path, bucket
     # S3 refuses the copy (CopySourceIfMatch); moto ignores the precondition and copies v2: either
     # way this batch records nothing for k and the later batch owns it
     assert first.superseded == 1 and first.failures == [] and rig.ledger.applied_in_batch("wf", rig.emitted[0].id) == set()
-    assert destinations_match("wf", rig.emitted[0], rig.source, rig.destinations, rig.ledger).passed
+    assert destinations_match("wf", [rig.emitted[0]], rig.source, rig.destinations, rig.ledger).passed
     rig.run_until_idle()
     rig.apply(rig.emitted[-1:])
     assert s3.get_object(Bucket="dst", Key="k")["Body"].read() == b"v2"
@@ -242,7 +243,7 @@ def test_verify_reports_a_missing_object(tmp_path, buckets, s3_server) -> None:
     rig.run_until_idle()
     rig.apply()
     s3.delete_object(Bucket="dst", Key="b")
-    outcome = destinations_match("wf", rig.emitted[0], rig.source, rig.destinations, rig.ledger)
+    outcome = destinations_match("wf", [rig.emitted[0]], rig.source, rig.destinations, rig.ledger)
     assert not outcome.passed and outcome.problems == ["b -> dst: missing"]
 
 
@@ -305,7 +306,7 @@ def test_large_streamed_copy_passes_the_check_and_is_found_present_again(tmp_pat
     rig.run_until_idle()
     assert rig.apply().copied == 1
     assert "-" in s3.head_object(Bucket="dst", Key="big.bin")["ETag"]
-    outcome = destinations_match("wf", rig.emitted[0], rig.source, rig.destinations, rig.ledger)
+    outcome = destinations_match("wf", [rig.emitted[0]], rig.source, rig.destinations, rig.ledger)
     assert outcome.passed, outcome.problems
     (batch,) = resync_batches(rig.workflow, "all", rig.source, rig.ledger, time.time())
     again = rig.applier.apply(batch, resync=True)
@@ -328,7 +329,7 @@ def test_folder_placeholder_keys_become_folders(tmp_path, buckets, s3_server) ->
     result = rig.apply()
     assert result.failures == [] and result.copied == 3
     assert (folder / "dir" / "a.txt").read_bytes() == b"a" and (folder / "empty").is_dir()
-    assert destinations_match("wf", rig.emitted[0], rig.source, rig.destinations, rig.ledger).passed
+    assert destinations_match("wf", [rig.emitted[0]], rig.source, rig.destinations, rig.ledger).passed
     s3.delete_object(Bucket="src", Key="dir/")
     s3.delete_object(Bucket="src", Key="empty/")
     rig.emitted.clear()
@@ -351,9 +352,9 @@ def test_the_check_uses_what_the_run_saw_and_lists_only_the_rest(tmp_path, bucke
     assert result.copied == 2 and result.already_present == 1 and set(result.observed) == {("dst", "a"), ("dst", "b"), ("dst", "c")}
     listings: list[str] = []
     rig.destinations[0].store.client.meta.events.register("before-call.s3.ListObjectsV2", lambda **_: listings.append("list"))
-    assert destinations_match("wf", batch, rig.source, rig.destinations, rig.ledger, result.observed).passed
+    assert destinations_match("wf", [batch], rig.source, rig.destinations, rig.ledger, result.observed).passed
     assert listings == []
     # without the run's observations (a later look), the destination is listed and a loss is found
     s3.delete_object(Bucket="dst", Key="b")
-    outcome = destinations_match("wf", batch, rig.source, rig.destinations, rig.ledger)
+    outcome = destinations_match("wf", [batch], rig.source, rig.destinations, rig.ledger)
     assert listings == ["list"] and outcome.problems == ["b -> dst: missing"]

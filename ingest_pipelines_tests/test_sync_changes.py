@@ -3,6 +3,7 @@ filtering, resumed snapshots, same-second objects, the settle delay and events m
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import orjson
@@ -109,11 +110,12 @@ def test_restart_mid_snapshot_emits_nothing_twice(tmp_path, s3, s3_server) -> No
     second = again.tick()
     assert again.changes(second) == [("snapshot", "k02"), ("snapshot", "k03")]
 
-    # Dagster lost the last cursor (crash after our commit): the tick re-sends that tick's batches
-    # (Dagster drops the run keys it has seen) and continues; no object is emitted again
+    # Dagster lost the last cursor (crash after our commit): the scan state is the ledger's, so the
+    # tick continues where the commit left it; the committed batches stay pending until applied
     again.cursor = cursor_after_first
     third = again.tick()
-    assert [r["id"] for r in third.resend] == [b.id for b in second.batches]
+    assert again.changes(third) == [("snapshot", "k04"), ("snapshot", "k05")]
+    assert [b.batch_id for b in again.ledger.pending_batches("wf")] == [b.id for b in first.batches + second.batches + third.batches]
     seen = [c for b in first.batches + second.batches + third.batches for c in b.changes]
     rest = again.run_until_idle()
     all_keys = [c.key for c in seen] + [k for op, k in rest if op == "snapshot"]
@@ -239,3 +241,28 @@ def test_events_tick_is_bounded_and_leaves_the_rest_in_the_queue(tmp_path, s3, s
     assert sorted(seen) == [("create", key) for key in keys]
     assert rig.changes(rig.tick()) == []
     assert sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10).get("Messages", []) == []
+
+
+def test_listing_passes_start_interval_apart_while_ticks_come_more_often(tmp_path, s3, s3_server) -> None:
+    rig = make_rig(tmp_path, s3, s3_server, interval="5m", pageSize=2, maxPagesPerTick=1)
+    for key in ("a", "b", "c"):
+        put(s3, "src", key)
+    start = time.time()
+    clock = {"now": start}
+    tick = lambda: rig.tick(clock=lambda: clock["now"])  # noqa: E731
+    assert rig.changes(tick()) == [("snapshot", "a"), ("snapshot", "b")]
+    assert rig.changes(tick()) == [("snapshot", "c")]  # the snapshot goes on at every tick
+    done = tick()
+    assert "snapshot finished; change capture starts in 300s" in done.skip_reason
+    put(s3, "src", "d")
+    clock["now"] = start + 60
+    waiting = tick()
+    assert waiting.pages == 0 and "change capture: next pass in 240s" in waiting.skip_reason
+    clock["now"] = start + 301
+    first_page = tick()  # a pass starts, and goes on at every tick until it is complete
+    clock["now"] = start + 302
+    second_page = tick()
+    assert first_page.pages == second_page.pages == 1
+    assert rig.changes(first_page) + rig.changes(second_page) == [("create", "d")]
+    clock["now"] = start + 310
+    assert tick().pages == 0  # complete: the next pass waits for 301 + 300

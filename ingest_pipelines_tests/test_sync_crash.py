@@ -108,3 +108,66 @@ def test_kill_9_at_random_points_then_restart(tmp_path, s3, s3_server, http_serv
     objects = {f"s3://dst/{k}" for k in keys} | {(folder / k).as_uri() for k in keys}
     assert {u for u in delivered if not u.endswith(".jsonl")} == objects and set(delivered.values()) == {1}
     assert {u for u in delivered if u.endswith(".jsonl")} == {p.as_uri() for p in (tmp_path / "records").glob("*.jsonl")}
+
+
+@pytest.mark.slow
+def test_events_mode_a_message_is_deleted_only_after_its_change_is_committed(tmp_path, s3, s3_server) -> None:
+    """kill -9 while ticks receive S3 events: every change whose message left the queue is in a committed
+    batch (and applied in the end); the others are still in the queue, to be received again."""
+    sqs = s3_server.client("sqs")
+    s3.create_bucket(Bucket="src")
+    s3.create_bucket(Bucket="dst")
+    queue = sqs.create_queue(QueueName="crash-events")["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    s3.put_bucket_notification_configuration(
+        Bucket="src",
+        NotificationConfiguration={"QueueConfigurations": [{"QueueArn": arn, "Events": ["s3:ObjectCreated:*", "s3:ObjectRemoved:*"]}]},
+    )
+    settings = tmp_path / "settings.json"
+    settings.write_text(
+        json.dumps({"work": str(tmp_path), "endpoint": s3_server.endpoint_url, "batch_size": 8, "page_size": 20, "queue_url": queue})
+    )
+    first = start_driver(settings)  # the (empty) snapshot, then events mode
+    output, _ = first.communicate(timeout=120)
+    assert first.returncode == 0 and b"IDLE" in output, output.decode()[-3000:]
+
+    keys = [f"e{i % 5}/obj {i:03d}+é" for i in range(300)]
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(lambda k: s3.put_object(Bucket="src", Key=k, Body=k.encode()), keys))
+    rng = random.Random(7)
+    kills = 0
+    for _trial in range(5):
+        process = start_driver(settings)
+        deadline = time.monotonic() + rng.uniform(0.5, 2.5)
+        while time.monotonic() < deadline and process.poll() is None:
+            time.sleep(0.05)
+        if process.poll() is None:
+            process.send_signal(signal.SIGKILL)
+            kills += 1
+        process.wait(timeout=30)
+    assert kills >= 2, "the driver finished before it could be killed: make the trials shorter"
+
+    # the invariant at this moment: a change is committed, or its message is still in the queue
+    ledger = SyncLedger(f"sqlite:///{tmp_path / 'ledger.sqlite'}")
+    committed = set(ledger.index_get("crash", keys))
+    attributes = sqs.get_queue_attributes(
+        QueueUrl=queue, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+    )
+    in_queue = sum(int(v) for v in attributes["Attributes"].values())
+    assert len(set(keys) - committed) <= in_queue, (len(set(keys) - committed), in_queue)
+
+    # and once the messages a killed tick held come back (their visibility timeout), everything is applied
+    settings.write_text(json.dumps({**json.loads(settings.read_text()), "keep_running": True}))
+    final = start_driver(settings)
+
+    def applied_everywhere() -> bool:
+        return bucket_keys(s3, "dst").keys() >= set(keys)
+
+    deadline = time.monotonic() + 150
+    while not applied_everywhere() and time.monotonic() < deadline:
+        time.sleep(1)  # poll interval of a bounded wait
+    final.send_signal(signal.SIGKILL)
+    final.wait(timeout=30)
+    assert {k for k in bucket_keys(s3, "dst") if not k.startswith("meta/")} == set(keys)
+    rows = Counter((r.key, r.destination) for r in ledger.applied_rows("crash"))
+    assert set(rows.values()) == {1} and len(rows) == 2 * len(keys)

@@ -73,7 +73,7 @@ def test_records_json_and_parquet_field_by_field(tmp_path, s3, s3_server) -> Non
     assert rows[2]["payload"] == b"" and rows[3]["payload"] == b"v2"
 
     for batch in rig.emitted:
-        assert records_unique(batch, rig.destinations).passed
+        assert records_unique([batch], rig.destinations, rig.ledger, "wf").passed
 
 
 def test_rerun_and_backfill_write_no_duplicate_records(tmp_path, s3, s3_server) -> None:
@@ -103,3 +103,31 @@ def test_rerun_and_backfill_write_no_duplicate_records(tmp_path, s3, s3_server) 
     ]
     assert sorted(r["Key"] for r in records) == ["k0", "k1", "k2", "k3", "k4", "k9"]
     assert len(written) == 1
+
+
+def test_a_version_gone_before_its_batch_ran_is_recorded_once_by_the_later_batch(tmp_path, s3, s3_server) -> None:
+    # an unversioned source: once overwritten, the first version's bytes can no longer be read
+    s3.create_bucket(Bucket="src")
+    s3.create_bucket(Bucket="rec")
+    jsonl = S3RecordsConfig(name="jsonl", bucket="rec", endpoint=s3_server.endpoint_url, format="json")
+    rig = SyncRig(tmp_path, s3_config(s3_server.endpoint_url, "src", "src"), [jsonl])
+    rig.run_until_idle()  # the empty snapshot
+    put(s3, "src", "k", b"v1")
+    put(s3, "src", "gone", b"g1")
+    first = rig.run_until_idle()
+    put(s3, "src", "k", b"v2")  # before the first batch was applied
+    s3.delete_object(Bucket="src", Key="gone")
+    second = rig.run_until_idle()
+    assert sorted(first) == [("create", "gone"), ("create", "k")] and sorted(second) == [("delete", "gone"), ("update", "k")]
+    total = rig.apply()
+    assert total.failures == [] and (total.superseded, total.source_missing) == (1, 1)
+    records = []
+    for item in sorted(s3.list_objects_v2(Bucket="rec")["Contents"], key=lambda i: i["Key"]):
+        records += [json.loads(line) for line in s3.get_object(Bucket="rec", Key=item["Key"])["Body"].read().splitlines()]
+    # v2 once (not also under the first batch's position), the delete once, nothing for the unreadable versions
+    assert [(r["Operation"], r["Key"], base64.b64decode(r["Payload"])) for r in records] == [
+        ("delete", "gone", b""),
+        ("update", "k", b"v2"),
+    ]
+    for batch in rig.emitted:
+        assert records_unique([batch], rig.destinations, rig.ledger, "wf").passed

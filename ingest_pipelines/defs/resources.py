@@ -72,7 +72,7 @@ class ObjectStoreResource(dg.ConfigurableResource):
                     "aws_session_token": self.aws_session_token,
                 },
             )
-        return open_store(store_config, **kwargs)
+        return open_store(store_config, role=self.role, **kwargs)
 
     def get_state(self, **kwargs: Any) -> StateStore:
         return StateStore(self.get_store(**kwargs))

@@ -1,6 +1,6 @@
 """Record destinations (the Conduit S3 destination): change records as JSON Lines or Parquet files.
 
-Importing this package registers the `s3-records` and `filesystem-records` destination types.
+The `s3-records` and `filesystem-records` destination types are plugins (entry points, see records/config.py).
 """
 
 from ingest_pipelines.records.config import FilesystemRecordsConfig, RecordsDestinationConfig, S3RecordsConfig, is_records_destination

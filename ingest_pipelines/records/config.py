@@ -1,6 +1,6 @@
 """The record destination types of ingest.yaml: `s3-records` and `filesystem-records` (Conduit's destination).
 
-Importing this module registers both types with the config loader.
+Both are plugins of the entry-point group `ingest_pipelines.plugins` (pyproject.toml): destinations only.
 """
 
 from __future__ import annotations
@@ -9,7 +9,9 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from ingest_pipelines.config import ConfigModel, FilesystemStoreConfig, S3StoreConfig, StoreConfig, register_destination_type
+from ingest_pipelines.config import ConfigModel, FilesystemStoreConfig, S3StoreConfig, StoreConfig
+from ingest_pipelines.plugins.builtin import open_filesystem, open_s3
+from ingest_pipelines.plugins.registry import Plugin
 
 RecordFormat = Literal["json", "parquet"]
 
@@ -51,5 +53,13 @@ def is_records_destination(config: StoreConfig) -> bool:
     return isinstance(config, RecordsDestinationConfig)
 
 
-register_destination_type("s3-records", S3RecordsConfig)
-register_destination_type("filesystem-records", FilesystemRecordsConfig)
+_DESTINATION = frozenset({"destination"})
+s3_records = Plugin(
+    config=S3RecordsConfig, store=open_s3, store_roles=_DESTINATION, summary="change records (JSON Lines or Parquet) in a bucket"
+)
+filesystem_records = Plugin(
+    config=FilesystemRecordsConfig,
+    store=open_filesystem,
+    store_roles=_DESTINATION,
+    summary="change records (JSON Lines or Parquet) in a folder",
+)

@@ -7,28 +7,38 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import itertools
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from ingest_pipelines.records.record import ChangeRecord
 from ingest_pipelines.storage import ObjectStore
 
-#: Column order and types of a Parquet record file (Conduit's columns, payload as real binary).
-PARQUET_SCHEMA = pa.schema(
-    [
-        pa.field("operation", pa.string(), nullable=False),
-        pa.field("position", pa.string(), nullable=False),
-        pa.field("payload", pa.binary(), nullable=False),
-        pa.field("key", pa.string(), nullable=False),
-        pa.field("metadata", pa.map_(pa.string(), pa.string()), nullable=False),
-    ]
-)
+#: Column names of a Parquet record file, in order (Conduit's columns, payload as real binary); the
+#: Arrow schema is built on first use: pyarrow costs half a second to import in every process that loads
+#: the code location, and most workflows write no Parquet.
+PARQUET_COLUMNS = ("operation", "position", "payload", "key", "metadata")
+
+
+@functools.lru_cache(maxsize=1)
+def parquet_schema() -> Any:
+    import pyarrow as pa
+
+    return pa.schema(
+        [
+            pa.field("operation", pa.string(), nullable=False),
+            pa.field("position", pa.string(), nullable=False),
+            pa.field("payload", pa.binary(), nullable=False),
+            pa.field("key", pa.string(), nullable=False),
+            pa.field("metadata", pa.map_(pa.string(), pa.string()), nullable=False),
+        ]
+    )
+
 
 #: The keys of one JSON line, in the order they are written.
 JSON_KEYS = ("Operation", "Position", "Payload", "Key", "Metadata")
@@ -89,23 +99,28 @@ def encode_parquet(records: Sequence[ChangeRecord]) -> bytes:
         [r.key for r in records],
         [list(r.metadata.items()) for r in records],
     )
-    table = pa.Table.from_arrays(
-        [pa.array(values, type=field.type) for values, field in zip(columns, PARQUET_SCHEMA, strict=True)], schema=PARQUET_SCHEMA
-    )
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = parquet_schema()
+    table = pa.Table.from_arrays([pa.array(values, type=field.type) for values, field in zip(columns, schema, strict=True)], schema=schema)
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink)
     return sink.getvalue().to_pybytes()
 
 
 def decode_parquet(data: bytes, name: str) -> list[ChangeRecord]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     try:
         table = pq.read_table(pa.BufferReader(data))
     except pa.ArrowException as exc:
         raise RecordFileError(f"{name}: not a Parquet file: {exc}") from None
-    missing = [column for column in PARQUET_SCHEMA.names if column not in table.column_names]
+    missing = [column for column in PARQUET_COLUMNS if column not in table.column_names]
     if missing:
         raise RecordFileError(f"{name}: missing column(s) {', '.join(missing)}")
-    columns = [table.column(column).to_pylist() for column in PARQUET_SCHEMA.names]
+    columns = [table.column(column).to_pylist() for column in PARQUET_COLUMNS]
     try:
         return [
             ChangeRecord(operation=op, position=position, payload=payload, key=key, metadata=dict(metadata or ()))

@@ -1,6 +1,7 @@
 """Object stores behind one small protocol: keys are relative to the store's prefix.
 
-`open_store(config)` picks the implementation by the config's `type:` (s3, filesystem).
+`open_store(config)` picks the implementation by the config's `type:` through the plugin registry (built-in:
+s3, filesystem, record files; plugin sources and destinations come behind an adapter, plugins/adapters.py).
 """
 
 from __future__ import annotations
@@ -57,8 +58,36 @@ class StoreError(RuntimeError):
     """An object store operation failed; the message names the store, the key and the reason."""
 
 
-def open_store(config: StoreConfig, **kwargs: object) -> ObjectStore:
-    """Build the store for a source/destination/state config."""
+def open_store(config: StoreConfig, role: str | None = None, **kwargs: object) -> ObjectStore:
+    """Build the store for a source/destination/state config through its type's plugin (the registry of
+    ingest_pipelines.plugins): an object store as it is, a plugin Source or Destination behind its adapter.
+    `role` (source, destination, state) picks between a plugin's source and destination; `kwargs` go to object
+    stores only (S3: client options, credentials)."""
+    from ingest_pipelines.plugins.registry import REGISTRY, PluginLoadError, UnknownType
+
+    try:
+        plugin = REGISTRY.plugin(config.type)
+    except UnknownType:
+        plugin = None
+    except PluginLoadError as exc:
+        raise StoreError(f"{config.name}: {exc}") from None
+    if plugin is not None and isinstance(config, plugin.config):
+        if plugin.store is not None and (role is None or role in plugin.store_roles):
+            return plugin.store(config, **kwargs)
+        factories = {"source": plugin.source, "destination": plugin.destination}
+        if role is None:
+            offered = [name for name, factory in factories.items() if factory is not None]
+            role = offered[0] if len(offered) == 1 else None
+            if role is None and plugin.store is None:
+                raise StoreError(f"{config.name}: type {config.type!r} is both a source and a destination plugin: say which (role=)")
+        factory = factories.get(role or "")
+        if factory is not None:
+            from ingest_pipelines.plugins.adapters import adapt
+
+            return adapt(config, factory(config), role)  # type: ignore[arg-type]
+        if plugin.store is not None or plugin.source is not None or plugin.destination is not None:
+            raise StoreError(f"{config.name}: type {config.type!r} cannot be used as a {role}")
+    # a model registered in-process without a plugin factory (tests), or one that opens itself
     if isinstance(config, S3StoreConfig):
         from ingest_pipelines.storage.s3 import S3Store
 

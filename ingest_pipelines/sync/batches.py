@@ -1,7 +1,8 @@
 """Change batches: at most `batchSize` changes of one partition (a snapshot shard or one hour), with a
-deterministic id, written durably to the state store before the sensor's cursor moves.
+deterministic id, committed to the ledger (its document included) in the transaction that moves the cursor.
 
-State layout: `{workflow}/batches/snapshot/{id}.json` and `{workflow}/batches/changes/{YYYY-MM-DD-HH}/{id}.json`.
+Batches committed by earlier versions live as JSON in the state store (`{workflow}/batches/snapshot/{id}.json`,
+`{workflow}/batches/changes/{YYYY-MM-DD-HH}/{id}.json`) and are still read from there.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
+
+import orjson
 
 from ingest_pipelines.config import dagster_name
 from ingest_pipelines.state import StateStore
@@ -87,7 +90,9 @@ class ChangeBatch:
         )
 
     def row(self) -> BatchRow:
-        return BatchRow(self.id, self.asset, self.partition, self.seq, len(self.changes), self.oldest_change, self.created_at)
+        """The ledger's registry row, with the batch's document."""
+        document = orjson.dumps(self.to_json())
+        return BatchRow(self.id, self.asset, self.partition, self.seq, len(self.changes), self.oldest_change, self.created_at, document)
 
     def ref(self) -> dict[str, str]:
         """What a run request needs to find the batch again."""
@@ -114,29 +119,43 @@ def chunk_changes(changes: Iterable[Change], size: int) -> Iterator[list[Change]
 
 
 class BatchStore:
-    """Reads and writes one workflow's batch documents in the state store."""
+    """Reads one workflow's committed batches: from the ledger, or (batches of earlier versions) the state store."""
 
-    def __init__(self, state: StateStore, workflow: str):
-        self.state = state
+    def __init__(self, ledger: SyncLedger, workflow: str, state: StateStore | None = None):
+        self.ledger = ledger
         self.workflow = workflow
+        self.state = state
 
     def doc_key(self, asset: str, partition: str, batch: str) -> str:
+        """Where an earlier version wrote a batch document in the state store."""
         if asset == "snapshot":
             return f"{self.workflow}/batches/snapshot/{batch}.json"
         return f"{self.workflow}/batches/changes/{partition[:13]}/{batch}.json"
 
-    def write(self, batch: ChangeBatch) -> None:
-        self.state.put_json(self.doc_key(batch.asset, batch.partition, batch.id), batch.to_json())
-
     def read(self, asset: str, partition: str, batch: str) -> ChangeBatch:
-        key = self.doc_key(asset, partition, batch)
-        doc = self.state.get_json(key)
-        if doc is None:
-            raise BatchError(f"{self.workflow}: batch {batch} not found in the state store (key {key})")
-        return ChangeBatch.from_json(doc)
+        return self.read_many([(asset, partition, batch)])[batch]
 
-    def partition_batches(self, ledger: SyncLedger, asset: str, partition: str) -> list[ChangeBatch]:
-        """Every committed batch of one partition in detection order (a backfill re-applies them all).
-        The ledger's registry decides, not a listing: a document left by a tick that crashed before
-        committing is never applied."""
-        return [self.read(asset, partition, row.batch_id) for row in ledger.committed_batches(self.workflow, asset, partition)]
+    def read_many(self, refs: Iterable[tuple[str, str, str]]) -> dict[str, ChangeBatch]:
+        """Batches by id ((asset, partition, id) each), in one ledger query; BatchError names one that is missing."""
+        refs = list(refs)
+        documents = self.ledger.batch_documents(self.workflow, [batch for _, _, batch in refs])
+        out = {}
+        for asset, partition, batch in refs:
+            document = documents.get(batch)
+            if document is not None:
+                out[batch] = ChangeBatch.from_json(orjson.loads(document))
+                continue
+            key = self.doc_key(asset, partition, batch)
+            legacy = self.state.get_json(key) if self.state is not None else None
+            if legacy is None:
+                raise BatchError(
+                    f"{self.workflow}: batch {batch} not found in the ledger" + (f" nor the state store (key {key})" if self.state else "")
+                )
+            out[batch] = ChangeBatch.from_json(legacy)
+        return out
+
+    def partition_batches(self, asset: str, partition: str) -> list[ChangeBatch]:
+        """Every committed batch of one partition in detection order (a backfill re-applies them all)."""
+        rows = self.ledger.committed_batches(self.workflow, asset, partition)
+        found = self.read_many([(asset, partition, row.batch_id) for row in rows])
+        return [found[row.batch_id] for row in rows]

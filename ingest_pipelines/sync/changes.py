@@ -1,5 +1,6 @@
 """Change detection for a sync source: snapshot pages, CDC by comparing listing pages with the key index
-(ListObjectsV2, or ListObjectVersions on a versioned bucket), and S3 event notifications from SQS.
+(ListObjectsV2, or ListObjectVersions on a versioned bucket), passes over a plugin source's enumeration (any
+order: deletes are index keys a complete pass did not see), and S3 event notifications from SQS.
 
 Every function here is pure over (listing page, key index slice): the tick in `tick.py` drives them.
 """
@@ -68,6 +69,9 @@ class Latest:
     deleted: bool = False
     #: the listing showed older versions of this key (a versioned create is then an update).
     has_older: bool = False
+    #: `last_modified` comes from the source; False: the source did not say (a plugin element), it is the
+    #: listing time, and the settle delay does not apply.
+    dated: bool = True
 
 
 @dataclass
@@ -83,6 +87,9 @@ class ListingPage:
     versioned: bool = False
     #: ListObjectVersions' NextVersionIdMarker: where the next page continues inside key `upto`.
     upto_version: str = ""
+    #: a page of a plugin source's enumeration: `after` / `upto` are enumeration positions, not keys, and the
+    #: page covers no key range (pass_diff, not cdc_diff).
+    enumerated: bool = False
 
 
 @dataclass
@@ -96,7 +103,10 @@ class PageDiff:
 
 
 def list_page(store: ObjectStore, prefix: str, after: str, page_size: int, versioned: bool, after_version: str = "") -> ListingPage:
-    """One page of the source under `prefix` (relative to the store's prefix), after key `after`."""
+    """One page of the source under `prefix` (relative to the store's prefix), after key `after` (for a plugin
+    source: at enumeration position `after`, "" = the start)."""
+    if getattr(store, "enumerate_page", None) is not None:
+        return _enumeration_page(store, prefix, after)
     if versioned:
         return _list_versions_page(store, prefix, after, page_size, after_version)
     objects, more = store.list_page(prefix=prefix, start_after=after or None, max_keys=page_size)
@@ -147,6 +157,22 @@ def _list_versions_page(store: Any, prefix: str, after: str, page_size: int, aft
     return ListingPage(latest=latest, after=after, upto=upto, more=more, versioned=True, upto_version=upto_version)
 
 
+def _enumeration_page(store: Any, prefix: str, position: str) -> ListingPage:
+    """One page of a plugin source's enumeration (its own order and page size), keys under `prefix` only."""
+    import time
+
+    listed, following = store.enumerate_page(position or None)
+    now = time.time()
+    latest: dict[str, Latest] = {}
+    for element in listed:
+        if not element.key.startswith(prefix):
+            continue
+        dated = element.modified is not None
+        latest[element.key] = Latest(element.key, element.modified if dated else now, element.version, element.size, None, dated=dated)
+    more = following is not None
+    return ListingPage(latest=latest, after=position, upto=following if more else None, more=more, enumerated=True)
+
+
 def bucket_is_versioned(store: Any) -> bool:
     """Whether an S3 source keeps versions (Enabled or Suspended); other stores never do."""
     client = getattr(store, "client", None)
@@ -193,6 +219,7 @@ def cdc_diff(page: ListingPage, index: dict[str, IndexEntry], cutoff: float, now
     new key -> create (update if the listing shows older versions); other ETag/version -> update;
     latest is a delete marker, or the key is gone -> delete. Objects younger than `cutoff` (the
     settle delay) are left alone until a later pass, and so is their index entry."""
+    assert not page.enumerated, "an enumeration page covers no key range: use pass_diff"
     diff = PageDiff()
     for key in sorted(set(page.latest) | set(index)):
         item = page.latest.get(key)
@@ -219,6 +246,36 @@ def cdc_diff(page: ListingPage, index: dict[str, IndexEntry], cutoff: float, now
             Change(operation, key, item.last_modified, item.etag, item.size, item.version_id, format_position(key, CDC, item.last_modified))
         )
         diff.upserts.append(_entry(item))
+    return diff
+
+
+def pass_diff(page: ListingPage, index: dict[str, IndexEntry], cutoff: float, now: float) -> PageDiff:
+    """CDC over a plugin source's enumeration, which may come in any order: each element is compared with its own
+    index entry (new key -> create, other version -> update). Deletes are not decided per page but by
+    sweep_diff, once a pass has enumerated everything. Dated elements younger than `cutoff` wait for a later pass."""
+    diff = PageDiff()
+    for key in sorted(page.latest):
+        item = page.latest[key]
+        if item.dated and item.last_modified > cutoff:
+            continue  # not settled: decide on a later pass
+        known = index.get(key)
+        if known is not None and known.etag == item.etag:
+            continue  # same version (cleaned: cleanUp has not removed it yet, or it is kept at the source)
+        changed_at = item.last_modified if item.dated else now
+        operation: Operation = "update" if known is not None and not known.cleaned else "create"
+        diff.changes.append(Change(operation, key, changed_at, item.etag, item.size, None, format_position(key, CDC, changed_at)))
+        diff.upserts.append(IndexEntry(key, item.etag, item.size, changed_at, None))
+    return diff
+
+
+def sweep_diff(unseen: Iterable[IndexEntry], now: float) -> PageDiff:
+    """The end of a pass over a plugin source: index entries the pass did not see are deletes (an entry that
+    cleanUp removed on purpose leaves the index without a change)."""
+    diff = PageDiff()
+    for entry in unseen:
+        diff.deletes.append(entry.key)
+        if not entry.cleaned:
+            diff.changes.append(Change("delete", entry.key, now, entry.etag, 0, None, format_position(entry.key, CDC, now)))
     return diff
 
 

@@ -30,8 +30,16 @@ class SyncWorkflow(WorkflowConfig):
     #: SQLAlchemy URL of the ledger (applied changes, key index, scan state); default SQLite
     #: `sync-ledger.sqlite` in the state folder (or $DAGSTER_HOME when the state is in S3).
     ledger: str | None = None
-    #: first hour of the `changes` partitions (changes older than this count in this hour).
-    changesStart: str = "2024-01-01"
+    #: change times older than this day count in its first hour (the `changes` partitions are the hours
+    #: that had changes, added as their batches are committed).
+    changesStart: str | None = None
+    #: a run applies pending batches for at most this long / this many batches (0: no limit), then ends;
+    #: the sensor requests the next run for the rest.
+    runSeconds: Duration = 600.0
+    maxBatchesPerRun: int = Field(default=0, ge=0)
+    #: a batch committed longer ago than this and still unapplied fails the `batches_applied` check
+    #: (default: 10 x interval, at least 15 min).
+    maxLag: Duration | None = None
 
     @field_validator("shards")
     @classmethod
@@ -66,7 +74,9 @@ class SyncWorkflow(WorkflowConfig):
 
     @field_validator("changesStart")
     @classmethod
-    def _start_date(cls, value: str) -> str:
+    def _start_date(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
         try:
             datetime.strptime(value, "%Y-%m-%d")
         except ValueError:

@@ -73,7 +73,17 @@ batches = sa.Table(
     sa.Column("oldest_change", sa.Float, nullable=False),
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("applied_at", sa.Float),
+    # reconciliation: attempts the runs made (counted when a run starts applying the batch), runs the
+    # sensor requested while it was the first batch due (a run that never started counts too), the last error
+    sa.Column("attempts", sa.Integer, nullable=False, default=0, server_default="0"),
+    sa.Column("requests", sa.Integer, nullable=False, default=0, server_default="0"),
+    sa.Column("last_attempt_at", sa.Float),
+    sa.Column("last_request_at", sa.Float),
+    sa.Column("last_error", sa.Text),
+    # the batch itself (JSON): committed with the registry row, so a committed batch is always readable
+    sa.Column("document", sa.LargeBinary),
     sa.Index("ix_sync_batches_partition", "workflow", "asset", "partition"),
+    sa.Index("ix_sync_batches_pending", "workflow", "applied_at", "seq"),
 )
 
 webhook_calls = sa.Table(
@@ -84,6 +94,10 @@ webhook_calls = sa.Table(
     sa.Column("status", sa.Integer, nullable=False),
     sa.Column("sent_at", sa.Float, nullable=False),
 )
+
+
+#: the registry columns of sync_batches (everything but the document)
+_REGISTRY = [column for column in batches.columns if column.name != "document"]
 
 
 class LedgerError(RuntimeError):
@@ -111,6 +125,36 @@ class BatchRow:
     changes: int
     oldest_change: float
     created_at: float
+    #: the batch as JSON (None in rows read back without it)
+    document: bytes | None = None
+
+
+@dataclass(frozen=True)
+class PendingBatch:
+    """A committed batch not applied yet, with what reconciliation knows of its attempts."""
+
+    batch_id: str
+    asset: str
+    partition: str
+    seq: int
+    changes: int
+    oldest_change: float
+    created_at: float
+    attempts: int
+    requests: int
+    last_attempt_at: float | None
+    last_request_at: float | None
+    last_error: str | None
+
+    @property
+    def tries(self) -> int:
+        """Tries so far, as the sensor counts them once no run is in progress: runs that started the
+        batch, or runs requested for it that never started it."""
+        return max(self.attempts, self.requests)
+
+    @property
+    def last_try_at(self) -> float | None:
+        return max((t for t in (self.last_attempt_at, self.last_request_at) if t is not None), default=None)
 
 
 @dataclass(frozen=True)
@@ -165,7 +209,28 @@ def _engine(url: str, pid: int) -> Engine:
             cur.close()
 
     metadata.create_all(engine)
+    _add_missing_columns(engine)
     return engine
+
+
+def _add_missing_columns(engine: Engine) -> None:
+    """Bring a ledger made by an earlier version up to date: add the columns its tables lack (every column
+    added since the first release is nullable or has a server default)."""
+    inspector = sa.inspect(engine)
+    for table in metadata.sorted_tables:
+        present = {c["name"] for c in inspector.get_columns(table.name)}
+        missing = [column for column in table.columns if column.name not in present]
+        if not missing:
+            continue
+        with engine.begin() as conn:
+            for column in missing:
+                ddl = column.type.compile(dialect=engine.dialect)
+                if column.server_default is not None:
+                    ddl += f" NOT NULL DEFAULT {column.server_default.arg}"
+                try:
+                    conn.execute(sa.text(f"ALTER TABLE {table.name} ADD COLUMN {column.name} {ddl}"))
+                except (sa.exc.OperationalError, sa.exc.ProgrammingError):
+                    pass  # another process added it first
 
 
 def _upsert(conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]], keys: list[str]) -> None:
@@ -299,6 +364,19 @@ class SyncLedger:
         with self.engine.connect() as conn:
             return {(_dec(r.key), r.destination) for r in conn.execute(query)}
 
+    def applied_in_batches(self, workflow: str, batch_ids: Iterable[str]) -> dict[str, set[tuple[str, str]]]:
+        """(key, destination) pairs already applied, per batch (every id in the answer)."""
+        ids = list(batch_ids)
+        out: dict[str, set[tuple[str, str]]] = {batch_id: set() for batch_id in ids}
+        with self.engine.connect() as conn:
+            for start in range(0, len(ids), 500):
+                query = sa.select(applied.c.batch_id, applied.c.key, applied.c.destination).where(
+                    applied.c.workflow == workflow, applied.c.batch_id.in_(ids[start : start + 500])
+                )
+                for r in conn.execute(query):
+                    out[r.batch_id].add((_dec(r.key), r.destination))
+        return out
+
     def latest_seq(self, workflow: str, destination: str, keys: Iterable[str]) -> dict[str, int]:
         """The highest batch sequence applied per key to a destination (for "superseded" checks)."""
         wanted = [_enc(k) for k in keys]
@@ -358,12 +436,30 @@ class SyncLedger:
 
     def committed_batches(self, workflow: str, asset: str, partition: str) -> list[BatchRow]:
         query = (
-            sa.select(batches)
+            sa.select(*_REGISTRY)
             .where(batches.c.workflow == workflow, batches.c.asset == asset, batches.c.partition == partition)
             .order_by(batches.c.seq)
         )
         with self.engine.connect() as conn:
             return [self._batch(r) for r in conn.execute(query)]
+
+    def batch_documents(self, workflow: str, batch_ids: Iterable[str]) -> dict[str, bytes]:
+        """The documents of committed batches by id (batches committed before documents lived here are absent)."""
+        ids = list(batch_ids)
+        out: dict[str, bytes] = {}
+        with self.engine.connect() as conn:
+            for start in range(0, len(ids), 500):
+                query = sa.select(batches.c.batch_id, batches.c.document).where(
+                    batches.c.workflow == workflow, batches.c.batch_id.in_(ids[start : start + 500]), batches.c.document.is_not(None)
+                )
+                out.update((r.batch_id, bytes(r.document)) for r in conn.execute(query))
+        return out
+
+    def committed_partitions(self, workflow: str, asset: str) -> list[str]:
+        """Every partition (shard or hour) that has a committed batch, sorted."""
+        query = sa.select(batches.c.partition).where(batches.c.workflow == workflow, batches.c.asset == asset).distinct()
+        with self.engine.connect() as conn:
+            return sorted(r.partition for r in conn.execute(query))
 
     def is_committed(self, workflow: str, batch_id: str) -> bool:
         query = sa.select(batches.c.seq).where(batches.c.workflow == workflow, batches.c.batch_id == batch_id)
@@ -371,10 +467,86 @@ class SyncLedger:
             return conn.execute(query).first() is not None
 
     def mark_batch_applied(self, workflow: str, batch_id: str) -> None:
+        self.mark_batches_applied(workflow, [batch_id])
+
+    def mark_batches_applied(self, workflow: str, batch_ids: Iterable[str]) -> None:
+        ids = list(batch_ids)
+        now = time.time()
         with self.engine.begin() as conn:
-            conn.execute(
-                batches.update().where(batches.c.workflow == workflow, batches.c.batch_id == batch_id).values(applied_at=time.time())
-            )
+            for start in range(0, len(ids), 500):
+                conn.execute(
+                    batches.update()
+                    .where(batches.c.workflow == workflow, batches.c.batch_id.in_(ids[start : start + 500]))
+                    .values(applied_at=now, last_error=None)
+                )
+
+    def pending_batches(self, workflow: str, limit: int | None = None, asset: str | None = None) -> list[PendingBatch]:
+        """Committed batches not applied yet, in commit order."""
+        query = sa.select(*_REGISTRY).where(batches.c.workflow == workflow, batches.c.applied_at.is_(None))
+        if asset is not None:
+            query = query.where(batches.c.asset == asset)
+        query = query.order_by(batches.c.seq)
+        if limit is not None:
+            query = query.limit(limit)
+        with self.engine.connect() as conn:
+            return [self._pending(r) for r in conn.execute(query)]
+
+    def start_attempts(self, workflow: str, batch_ids: Iterable[str]) -> None:
+        """A run starts applying these batches: one more attempt each (durable before any write)."""
+        ids = list(batch_ids)
+        now = time.time()
+        with self.engine.begin() as conn:
+            for start in range(0, len(ids), 500):
+                conn.execute(
+                    batches.update()
+                    .where(batches.c.workflow == workflow, batches.c.batch_id.in_(ids[start : start + 500]))
+                    .values(attempts=batches.c.attempts + 1, last_attempt_at=now)
+                )
+
+    def record_requests(self, workflow: str, batch_ids: Iterable[str]) -> None:
+        """The sensor requested a run for these due batches: a run that never starts counts as a failed try."""
+        ids = list(batch_ids)
+        now = time.time()
+        with self.engine.begin() as conn:
+            for start in range(0, len(ids), 500):
+                conn.execute(
+                    batches.update()
+                    .where(batches.c.workflow == workflow, batches.c.batch_id.in_(ids[start : start + 500]))
+                    .values(requests=batches.c.requests + 1, last_request_at=now)
+                )
+
+    def record_failures(self, workflow: str, errors: dict[str, str]) -> None:
+        """The last error of each batch whose attempt failed (shown by the sensor and the check)."""
+        with self.engine.begin() as conn:
+            for batch_id, error in errors.items():
+                conn.execute(
+                    batches.update().where(batches.c.workflow == workflow, batches.c.batch_id == batch_id).values(last_error=error[:4000])
+                )
+
+    def reset_attempts(self, workflow: str, batch_ids: Iterable[str] | None = None) -> int:
+        """Forget the attempts of unapplied batches (all, or these), so reconciliation tries them again now."""
+        query = batches.update().where(batches.c.workflow == workflow, batches.c.applied_at.is_(None))
+        if batch_ids is not None:
+            query = query.where(batches.c.batch_id.in_(list(batch_ids)))
+        with self.engine.begin() as conn:
+            return conn.execute(query.values(attempts=0, requests=0, last_attempt_at=None, last_request_at=None)).rowcount
+
+    @staticmethod
+    def _pending(r: Any) -> PendingBatch:
+        return PendingBatch(
+            r.batch_id,
+            r.asset,
+            r.partition,
+            r.seq,
+            r.changes,
+            r.oldest_change,
+            r.created_at,
+            int(r.attempts or 0),
+            int(r.requests or 0),
+            r.last_attempt_at,
+            r.last_request_at,
+            r.last_error,
+        )
 
     def oldest_unapplied(self, workflow: str) -> float | None:
         """The change time of the oldest change not applied yet (for the lag)."""

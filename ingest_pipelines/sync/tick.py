@@ -1,7 +1,7 @@
-"""One sensor tick of a sync workflow, without Dagster: list (or receive events), diff with the key
-index, write change batches to the state store, then commit index + cursor + batch registry at once.
-
-Order is what makes a crash safe: batches are durable before the commit; the commit is one transaction.
+"""One sensor tick of a sync workflow, without Dagster: list (or receive events, or enumerate a plugin
+source), diff with the key index, then commit the key index changes, the change batches (documents included)
+and the cursor in one transaction: a crash leaves the old state or the new one, never a cursor ahead of its
+batches.
 """
 
 from __future__ import annotations
@@ -16,10 +16,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ingest_pipelines.config import S3StoreConfig
-from ingest_pipelines.positions import PositionError, SyncCursor
-from ingest_pipelines.state import StateStore
+from ingest_pipelines.positions import SyncCursor
 from ingest_pipelines.storage import ObjectStore
-from ingest_pipelines.sync.batches import BATCHES_PER_TICK, BatchStore, ChangeBatch, batch_id, chunk_changes, hour_key
+from ingest_pipelines.sync.batches import BATCHES_PER_TICK, ChangeBatch, batch_id, chunk_changes, hour_key
 from ingest_pipelines.sync.changes import (
     Change,
     ChangeDetectionError,
@@ -31,26 +30,27 @@ from ingest_pipelines.sync.changes import (
     event_diff,
     event_keys,
     list_page,
+    pass_diff,
     snapshot_diff,
+    sweep_diff,
 )
 from ingest_pipelines.sync.config import SyncWorkflow
 from ingest_pipelines.sync.ledger import IndexEntry, SyncLedger
+from ingest_pipelines.sync.passes import forget, mark_seen, unseen
 
 log = logging.getLogger(__name__)
 
-#: run requests per tick stay below this (each is a Dagster run); the rest waits for the next tick.
-MAX_BATCHES_PER_TICK = 200
+#: batches one tick commits at most; the rest waits for the next tick.
+MAX_BATCHES_PER_TICK = 5000
 
 
 @dataclass
 class TickOutcome:
-    """What the sensor turns into run requests and a cursor."""
+    """What a tick committed: the new cursor and batches, and what it looked at."""
 
     cursor: SyncCursor
     batches: list[ChangeBatch]
-    #: batch refs of an earlier tick whose run requests Dagster may not have recorded (sent again;
-    #: Dagster drops a run key it has seen).
-    resend: list[dict[str, str]]
+    #: why nothing was committed (None when batches were)
     skip_reason: str | None
     pages: int = 0
     messages: int = 0
@@ -113,35 +113,28 @@ def sqs_client(config: S3StoreConfig) -> Any:
 def run_tick(
     workflow: SyncWorkflow,
     source: ObjectStore,
-    state: StateStore,
     ledger: SyncLedger,
-    dagster_cursor: str | None,
     *,
     sqs: Any = None,
     clock: Callable[[], float] = time.time,
 ) -> TickOutcome:
-    """Detect changes within the tick budget, write them as batches, commit, and say what to run."""
+    """Detect changes within the tick budget, write them as batches and commit them with the cursor.
+
+    The scan state lives in the ledger, not in Dagster's cursor: a committed batch is applied by the
+    reconciliation (the sensor requests a run while batches are pending), never by a run request alone."""
     started = time.monotonic()
     name = workflow.name
-    db_text, pending = ledger.load_scan(name)
+    db_text, _ = ledger.load_scan(name)
     cursor = SyncCursor.from_json(db_text) if db_text else SyncCursor(generation=secrets.token_hex(3))
-    try:
-        seen = SyncCursor.from_json(dagster_cursor) if dagster_cursor else None
-    except PositionError as exc:
-        log.warning("%s: ignoring the Dagster cursor: %s", name, exc)
-        seen = None
-    if seen is not None and seen.generation == cursor.generation and seen.tick >= cursor.tick:
-        resend: list[dict[str, str]] = []
-    else:
-        resend = list(pending)
 
     tick = cursor.tick + 1
     view = _TickState(ledger, name)
-    batch_store = BatchStore(state, name)
     source_config = source.config
     events = isinstance(source_config, S3StoreConfig) and source_config.changes == "events"
+    # a plugin source enumerates in its own order from a saved position: passes, not key ranges
+    enumerated = getattr(source, "enumerate_page", None) is not None
     versioned = bucket_is_versioned(source)
-    start_hour = datetime.strptime(workflow.changesStart, "%Y-%m-%d").replace(tzinfo=UTC).timestamp()
+    start_hour = datetime.strptime(workflow.changesStart, "%Y-%m-%d").replace(tzinfo=UTC).timestamp() if workflow.changesStart else 0.0
     written: list[ChangeBatch] = []
     snapshot_open: dict[str, list[Change]] = {}
     hours_open: dict[str, list[Change]] = {}
@@ -155,8 +148,7 @@ def run_tick(
         index = len(written)
         seq = tick * BATCHES_PER_TICK + index
         batch = ChangeBatch(batch_id(name, cursor.generation, tick, index), name, asset, partition, seq, clock(), tuple(changes))  # type: ignore[arg-type]
-        batch_store.write(batch)  # durable before the commit below
-        written.append(batch)
+        written.append(batch)  # committed below, document and all, in the transaction that moves the cursor
 
     def flush(final: bool) -> None:
         for groups, asset in ((snapshot_open, "snapshot"), (hours_open, "changes")):
@@ -198,8 +190,9 @@ def run_tick(
     while budget_left():
         if cursor.mode == "snapshot":
             if cursor.shard >= len(shards):
-                cursor = cursor.evolve(mode="cdc", after="", after_version="", shard=0)
-                note = "snapshot finished; change capture starts next tick"
+                # the snapshot counts as the first pass: the next one starts `interval` after it
+                cursor = cursor.evolve(mode="cdc", after="", after_version="", shard=0, pass_started=clock())
+                note = f"snapshot finished; change capture starts in {workflow.interval:g}s"
                 break
             shard = shards[cursor.shard]
             page = list_page(source, workflow.shard_prefix(shard), cursor.after, workflow.pageSize, versioned, cursor.after_version)
@@ -231,6 +224,44 @@ def run_tick(
             )
             break
         now = clock()
+        if not cursor.after and cursor.sweep is None:
+            # a new pass starts at most every `interval`; the sensor ticks more often (reconciliation, the
+            # snapshot, events and a pass in progress go on at every tick)
+            wait = cursor.pass_started + workflow.interval - now
+            if wait > 0:
+                note = f"change capture: next pass in {wait:.0f}s"
+                break
+            cursor = cursor.evolve(pass_started=now)
+        if enumerated:
+            pass_number = cursor.passes + 1
+            if cursor.sweep is None:
+                page = list_page(source, "", cursor.after, workflow.pageSize, False)
+                pages += 1
+                mark_seen(ledger, name, pass_number, page.latest)  # before the commit: see sync/passes.py
+                take(pass_diff(page, view.get(list(page.latest)), now - workflow.settleDelay, now), "changes")
+                if page.more:
+                    cursor = cursor.evolve(after=page.upto)
+                    note = f"change capture: pass {pass_number} resumes at position {cursor.after!r}"
+                else:
+                    cursor = cursor.evolve(after="", sweep="")
+                    note = f"change capture: pass {pass_number} enumerated every element; looking for deletes"
+                continue
+            candidates, last, more = unseen(ledger, name, pass_number, cursor.sweep, workflow.pageSize)
+            pages += 1
+            gone, decided = _confirm_gone(source, candidates, workflow.threads, started + workflow.tickSeconds)
+            forget(ledger, name, [entry.key for entry in gone])
+            take(sweep_diff(gone, now), "changes")
+            if decided is not None:  # the tick's time ran out among the candidates: the rest next tick
+                cursor = cursor.evolve(sweep=decided)
+                note = f"change capture: pass {pass_number} looking for deletes after {decided!r}"
+                break
+            if more:
+                cursor = cursor.evolve(sweep=last)
+                note = f"change capture: pass {pass_number} looking for deletes after {last!r}"
+                continue
+            cursor = cursor.evolve(sweep=None, passes=pass_number)
+            note = f"change capture: pass {pass_number} complete"
+            break
         page = list_page(source, "", cursor.after, workflow.pageSize, versioned, cursor.after_version)
         pages += 1
         take(cdc_diff(page, view.range(cursor.after, page.upto), now - workflow.settleDelay, now), "changes")
@@ -244,25 +275,51 @@ def run_tick(
     flush(final=True)
 
     cursor = cursor.evolve(tick=tick)
-    refs = [b.ref() for b in written]
-    ledger.commit_tick(name, cursor.to_json(), resend + refs, view.upserts(), view.deletes(), [b.row() for b in written])
+    ledger.commit_tick(name, cursor.to_json(), [], view.upserts(), view.deletes(), [b.row() for b in written])
     if receipts:
         _delete_messages(sqs, getattr(source_config, "queueUrl", None), receipts)
     if released:
         _release_messages(sqs, getattr(source_config, "queueUrl", None), released)
     skip = None
-    if not written and not resend:
+    if not written:
         skip = f"no changes ({note or 'nothing listed'}; {pages} page(s) listed)"
     return TickOutcome(
         cursor=cursor,
         batches=written,
-        resend=resend,
         skip_reason=skip,
         pages=pages,
         messages=len(receipts),
         seconds=time.monotonic() - started,
         counts=counts,
     )
+
+
+def _confirm_gone(source: ObjectStore, candidates: list[IndexEntry], threads: int, deadline: float) -> tuple[list[IndexEntry], str | None]:
+    """The index entries a pass did not see that are really gone: a plugin that can tell (`exists`) is asked,
+    since an API whose pages shift while they are read may skip an element; one that cannot is trusted. Asks in
+    chunks until `deadline` (the first chunk always). Returns (gone, None) when every candidate was decided, else
+    (gone so far, the last key decided): the sweep resumes after it."""
+    exists = getattr(source, "exists", None)
+    probe = [entry.key for entry in candidates if not entry.cleaned]
+    if exists is None or not probe:
+        return list(candidates), None
+    answers: dict[str, bool | None] = {}
+    chunk = max(1, threads * 4)
+    with ThreadPoolExecutor(max_workers=min(threads, len(probe))) as pool:
+        for start in range(0, len(probe), chunk):
+            if answers and time.monotonic() >= deadline:
+                break
+            part = probe[start : start + chunk]
+            answers.update(zip(part, pool.map(exists, part), strict=True))
+    gone: list[IndexEntry] = []
+    last_decided = ""
+    for entry in candidates:
+        if not entry.cleaned and entry.key not in answers:
+            return gone, last_decided
+        if entry.cleaned or answers[entry.key] is not True:  # None: the plugin cannot tell, the pass decides
+            gone.append(entry)
+        last_decided = entry.key
+    return gone, None
 
 
 def _receive(sqs: Any, queue: str | None, source: ObjectStore, workflow: SyncWorkflow, started: float) -> list[EventMessage]:

@@ -5,6 +5,7 @@ A subprocess, not a thread: the server must not share the GIL with the code unde
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import socket
 import subprocess
@@ -19,6 +20,20 @@ import boto3
 from botocore.config import Config
 
 TEST_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+class MotoNotInstalled(RuntimeError):
+    """moto is in the `demo` (and `dev`) extra, not in a plain `pip install ingest_pipelines`."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "the local S3 server needs moto, which a plain install leaves out: "
+            "pip install 'ingest_pipelines[demo]' (in a checkout: `make demo`, or pip install -e '.[demo]')"
+        )
+
+
+def moto_installed() -> bool:
+    return importlib.util.find_spec("moto") is not None
 
 
 def free_port() -> int:
@@ -41,6 +56,8 @@ class MotoServer:
         return f"http://{self.host}:{self.port}"
 
     def start(self, timeout: float = 30.0) -> MotoServer:
+        if not moto_installed():
+            raise MotoNotInstalled()
         env = {**os.environ, **TEST_CREDENTIALS}
         env.pop("AWS_CA_BUNDLE", None)
         out = self.log_path.open("ab") if self.log_path else subprocess.DEVNULL
