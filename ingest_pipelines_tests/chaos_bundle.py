@@ -4,7 +4,8 @@ bundles POSTed over HTTP, and kill -9 at random moments of the daemon alone, the
 the daemon's code server, serve's code server and single run workers; killed processes are restarted as a
 supervisor would. Afterwards every bundle job must end OK with its files and nothing incomplete be left.
 
-`run_chaos(rounds, seed)` returns counts; the test calls it with small numbers, a soak (`make chaos`) with large:
+`run_chaos(rounds, seed)` returns counts; the test calls it with small numbers, the soak (`make chaos`, through
+`soak()`) with large ones; alone:
 
     python -m ingest_pipelines_tests.chaos_bundle --rounds 50 --seed 7
 """
@@ -309,6 +310,16 @@ def _run(
         #: job id -> [(attempt, run status, created s, ended s (from the first round), why it failed)] of retried jobs
         "retried": retried,
     }
+
+
+def soak(rounds: int, seed: int, workdir: Path) -> dict[str, Any]:
+    """For `make chaos` (ingest_pipelines_tests/chaos.py): run_chaos on its own moto server, plus `ok` and `problems`."""
+    result = run_chaos(rounds, seed, workdir=workdir)
+    problems = [f"job {lost['job_id']} {lost['state']} at {lost['task']!r}: {lost['exception']}" for lost in result["lost_jobs"]]
+    if result["duplicated"]:
+        problems.append(f"{result['duplicated']} bundle(s) archived twice or objects no job accounts for")
+    problems += [f"incomplete in the archive: {item}" for item in result["incomplete"]]
+    return {**result, "ok": not problems, "problems": problems}
 
 
 def _post(deployment: ChaosDeployment, tar: bytes) -> dict[str, Any]:
