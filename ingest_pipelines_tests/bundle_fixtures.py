@@ -1,5 +1,6 @@
-"""Bundles for the bundle tests: tar builders (plain/gzip, metadata first or last, hostile members) and an
-ingest.yaml with a drop bucket and an archive bucket on the moto server."""
+"""Bundles for the bundle tests: tar builders (plain/gzip, metadata first or last, hostile members), an
+ingest.yaml with a drop bucket and an archive bucket on the moto server, and helpers for tests that run the
+documented processes (a DAGSTER_HOME with the project's dagster.yaml, GET /get_state, a run worker's pid)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,13 @@ import hashlib
 import io
 import json
 import tarfile
+from pathlib import Path
 from typing import Any
 
+import requests
+
 from ingest_pipelines.testing import MotoServer
+from ingest_pipelines_tests.conftest import REPO_ROOT
 
 DROP_BUCKET = "drop"
 ARCHIVE_BUCKET = "archive"
@@ -128,3 +133,41 @@ def keys(s3: Any, bucket: str, prefix: str = "") -> list[str]:
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
         found.extend(item["Key"] for item in page.get("Contents", []))
     return sorted(found)
+
+
+# ---------------------------------------------------------------------- processes as users run them
+
+
+def project_home(path: Path, instance_yaml: str | None = None) -> Path:
+    """A DAGSTER_HOME holding the project's dagster.yaml (queued runs, run monitoring), or `instance_yaml`."""
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "dagster.yaml").write_text(instance_yaml if instance_yaml is not None else (REPO_ROOT / "dagster.yaml").read_text())
+    return path
+
+
+def get_state(url: str, job_id: int) -> dict[str, Any]:
+    response = requests.get(f"{url}/get_state", params={"job_id": job_id}, timeout=10)
+    response.raise_for_status()
+    return response.json()
+
+
+def answering(url: str) -> bool:
+    try:
+        return requests.get(f"{url}/get_state", params={"job_id": 0}, timeout=2).status_code == 404
+    except requests.RequestException:
+        return False
+
+
+def run_worker_pid(instance: Any, run_id: str) -> int | None:
+    """The pid of a run's worker process, from its "Started process for run (pid: N)" engine event."""
+    import dagster as dg
+
+    records = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.ENGINE_EVENT).records
+    for record in records:
+        event = record.event_log_entry.dagster_event
+        data = event.engine_event_data if event else None
+        pid = (data.metadata or {}).get("pid") if data else None
+        value = str(getattr(pid, "value", pid)) if pid is not None else ""
+        if value.isdigit():
+            return int(value)
+    return None

@@ -1,5 +1,6 @@
-"""The bundle workflow in Dagster: Definitions names, the drop sensor tick by tick, the asset run keeping the
-job state in step (good and rejected bundles), the per-partition asset check and the run failure sensor."""
+"""The bundle workflow in Dagster: Definitions names, the drop sensor tick by tick (new jobs, attempts, retries of
+dead runs on a real instance), the asset run keeping the job state in step (good and rejected bundles, stale
+attempts) and the per-partition asset check."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from ingest_pipelines.bundles.jobs import JobStore
 from ingest_pipelines.config import load_config
 from ingest_pipelines.defs import build_definitions
 from ingest_pipelines_tests.bundle_fixtures import ARCHIVE_BUCKET, ARCHIVE_PREFIX, DROP_BUCKET, SAMPLE_FILES, build_tar, bundle_config, keys
+from ingest_pipelines_tests.deploy_fixtures import wait_until
 
 ASSET = dg.AssetKey(["pacifica_bundles", "bundle"])
 JOB = "pacifica_bundles__ingest_job"
@@ -34,7 +36,8 @@ def test_sample_config_builds_the_names(setup: dict[str, Any]) -> None:
     defs: dg.Definitions = setup["defs"]
     repo = defs.get_repository_def()
     assert ASSET in repo.assets_defs_by_key
-    assert {s.name for s in repo.sensor_defs} == {SENSOR, "pacifica_bundles__run_failure_sensor"}
+    # the run failure sensor of earlier versions is gone: the drop sensor's reconciliation does its work
+    assert {s.name for s in repo.sensor_defs} == {SENSOR}
     assert repo.get_sensor_def(SENSOR).default_status == dg.DefaultSensorStatus.RUNNING
     assert repo.get_sensor_def(SENSOR).minimum_interval_seconds == 30
     assert JOB in {job.name for job in repo.get_all_jobs()}
@@ -62,17 +65,18 @@ def test_drop_sensor_creates_jobs_partitions_and_run_requests(setup: dict[str, A
     s3.put_object(Bucket=DROP_BUCKET, Key="incoming/readme.txt", Body=b"not a bundle")
     result = _tick(setup, instance)
     requests = result.run_requests or []
-    assert sorted(r.run_key.split("@")[0] for r in requests) == ["a.tar", "sub/b.tar.gz"]
+    assert sorted(r.tags["ingest/drop_key"] for r in requests) == ["a.tar", "sub/b.tar.gz"]
     partition_keys = sorted(r.partition_key for r in requests)
     assert result.dynamic_partitions_requests[0].partition_keys == [r.partition_key for r in requests]
     jobs = [setup["jobs"].get(int(key)) for key in partition_keys]
-    assert {(j.state, j.task, j.origin, j.complete) for j in jobs} == {("OK", "open tar", "sensor", False)}
+    assert {(j.state, j.task, j.origin, j.complete, j.attempt) for j in jobs} == {("OK", "open tar", "sensor", False, 1)}
+    # one run per attempt: its run key and tags name the job and the attempt; Dagster's own run retries are off
+    for request in requests:
+        assert request.run_key == f"job-{request.partition_key}-attempt-1"
+        assert request.tags["ingest/bundle_job"] == request.partition_key and request.tags["ingest/attempt"] == "1"
+        assert request.tags["dagster/max_retries"] == "0"
     assert json.loads(result.cursor) == {"after": None}
-    # the same objects again: requested again (the run key dedupes) until a run has started...
-    again = _tick(setup, instance, result.cursor)
-    assert sorted(r.run_key for r in again.run_requests) == sorted(r.run_key for r in requests)
-    for job in jobs:
-        setup["jobs"].update(job.job_id, run_id="r")
+    # the same objects again: the attempts are claimed and their runs about to be created, nothing new is requested
     assert _tick(setup, instance, result.cursor).run_requests == []
     # ...and a new version of a.tar is a new job
     s3.put_object(Bucket=DROP_BUCKET, Key="incoming/a.tar", Body=build_tar(metadata_first=False))
@@ -90,14 +94,20 @@ def test_drop_sensor_listing_is_bounded_and_resumes(s3_server, s3, tmp_path, wri
         s3.put_object(Bucket=DROP_BUCKET, Key=f"incoming/{index}.tar", Body=b"x")
     store, jobs = open_store(config.source("dropbox")), JobStore(workflow.jobs_url(config))
     first = scan_drop(store, jobs, workflow, None, max_pages=1, seconds=10, page_size=2)
-    assert (len(first.requests), first.after, first.wrapped) == (2, "1.tar", False)
+    assert (len(first.new_jobs), first.after, first.wrapped) == (2, "1.tar", False)
     second = scan_drop(store, jobs, workflow, first.after, max_pages=5, seconds=10, page_size=2)
-    assert (len(second.requests), second.after, second.wrapped) == (3, None, True)
+    assert (len(second.new_jobs), second.after, second.wrapped) == (3, None, True)
 
 
-def _materialize(setup: dict[str, Any], instance: dg.DagsterInstance, partition: str) -> dg.ExecuteInProcessResult:
+def _materialize(
+    setup: dict[str, Any], instance: dg.DagsterInstance, partition: str, attempt: int | None = None
+) -> dg.ExecuteInProcessResult:
+    """A run of the partition, as the sensor's run request makes it (tagged with the job's current attempt)."""
     job = setup["defs"].resolve_job_def(JOB)
-    return job.execute_in_process(instance=instance, partition_key=partition, raise_on_error=False)
+    if attempt is None:
+        attempt = setup["jobs"].get(int(partition)).attempt
+    tags = {"ingest/bundle_job": partition, "ingest/attempt": str(attempt)}
+    return job.execute_in_process(instance=instance, partition_key=partition, raise_on_error=False, tags=tags)
 
 
 def test_run_ingests_a_good_bundle_and_the_check_passes(setup: dict[str, Any], instance: dg.DagsterInstance) -> None:
@@ -136,11 +146,17 @@ def test_a_second_run_of_a_job_while_one_executes_stops_and_changes_nothing(setu
     setup["s3"].put_object(Bucket=DROP_BUCKET, Key="incoming/good.tar", Body=build_tar())
     partition = _tick(setup, instance).run_requests[0].partition_key
     instance.add_dynamic_partitions(PARTITIONS, [partition])
-    executing = instance.add_run(dg.DagsterRun(job_name=JOB, status=dg.DagsterRunStatus.STARTED, tags={"dagster/partition": partition}))
+    executing = instance.add_run(
+        dg.DagsterRun(
+            job_name=JOB,
+            status=dg.DagsterRunStatus.STARTED,
+            tags={"dagster/partition": partition, "ingest/workflow": "pacifica-bundles", "ingest/bundle_job": partition},
+        )
+    )
     jobs: JobStore = setup["jobs"]
     jobs.update(int(partition), task="ingest files", task_percent=30, run_id=executing.run_id)
-    staged = f"{ARCHIVE_PREFIX}.staging/{partition}/mywork/project/proposal.doc"
-    setup["s3"].put_object(Bucket=ARCHIVE_BUCKET, Key=staged, Body=b"staged by the executing run")
+    staged = f"{ARCHIVE_PREFIX}{partition}/mywork/project/proposal.doc"
+    setup["s3"].put_object(Bucket=ARCHIVE_BUCKET, Key=staged, Body=b"written by the executing run")
     run = _materialize(setup, instance, partition)
     assert not run.success
     failure = run.failure_data_for_node("pacifica_bundles__bundle")
@@ -148,17 +164,9 @@ def test_a_second_run_of_a_job_while_one_executes_stops_and_changes_nothing(setu
     job = jobs.get(int(partition))
     assert (job.state, job.task, job.task_percent, job.run_id) == ("OK", "ingest files", 30.0, executing.run_id)
     assert keys(setup["s3"], ARCHIVE_BUCKET) == [staged]
-    # the run failure sensor leaves a job that another run owns alone
-    sensor = setup["defs"].get_sensor_def("pacifica_bundles__run_failure_sensor")
-    failed = instance.get_run_by_id(run.run_id)
-    records = instance.get_records_for_run(run.run_id).records
-    event = next(r for r in records if r.event_log_entry.dagster_event and r.event_log_entry.dagster_event.is_run_failure)
-    sensor(
-        dg.build_run_status_sensor_context(
-            sensor_name=sensor.name, dagster_event=event.event_log_entry.dagster_event, dagster_instance=instance, dagster_run=failed
-        ).for_run_failure()
-    )
-    assert jobs.get(int(partition)).state == "OK" and keys(setup["s3"], ARCHIVE_BUCKET) == [staged]
+    # reconciliation leaves a job whose run is executing alone
+    assert not _tick(setup, instance).run_requests
+    assert jobs.get(int(partition)).task_percent == 30.0 and keys(setup["s3"], ARCHIVE_BUCKET) == [staged]
     # once that run is over, the partition runs again
     instance.report_run_failed(executing)
     assert _materialize(setup, instance, partition).success and jobs.get(int(partition)).complete
@@ -177,32 +185,44 @@ def test_check_fails_when_the_archive_was_tampered_with(setup: dict[str, Any], i
     evaluation = run.get_asset_check_evaluations()[0]
     assert not evaluation.passed
     assert evaluation.metadata["unexpected"].value == ["intruder.bin"] and evaluation.metadata["missing"].value == ["empty.txt"]
+    assert evaluation.metadata["committed"].value is True
 
 
-def test_run_failure_sensor_marks_a_stuck_job_failed(setup: dict[str, Any], instance: dg.DagsterInstance) -> None:
-    jobs: JobStore = setup["jobs"]
-    job = jobs.create("pacifica-bundles", "x.tar", "e", task="ingest files")
-    jobs.update(job.job_id, task_percent=40)
-    # what a killed run leaves: staged files, an unfinished multipart upload, part of a promotion
-    s3 = setup["s3"]
-    staged = f"{ARCHIVE_PREFIX}.staging/{job.job_id}/"
-    for key in (f"{staged}a.bin", f"{staged}sub/b.bin", f"{ARCHIVE_PREFIX}{job.job_id}/c.bin", f"{ARCHIVE_PREFIX}{job.job_id}0/other-job"):
-        s3.put_object(Bucket=ARCHIVE_BUCKET, Key=key, Body=b"x")
-    s3.create_multipart_upload(Bucket=ARCHIVE_BUCKET, Key=f"{staged}big.bin")
-    sensor = setup["defs"].get_sensor_def("pacifica_bundles__run_failure_sensor")
-    run = instance.create_run_for_job(dg.GraphDefinition("noop").to_job(), tags={"dagster/partition": str(job.job_id)})
-    instance.report_run_failed(run)
-    failure = next(r for r in instance.get_records_for_run(run.run_id).records if r.event_log_entry.dagster_event.is_run_failure)
-    context = dg.build_run_status_sensor_context(
-        sensor_name=sensor.name, dagster_event=failure.event_log_entry.dagster_event, dagster_instance=instance, dagster_run=run
-    ).for_run_failure()
-    sensor(context)
-    failed = jobs.get(job.job_id)
-    assert (failed.state, failed.task, failed.complete) == ("FAILED", "ingest files", True)
-    assert run.run_id in failed.exception
-    assert Path(setup["config"].path).exists()
-    assert keys(s3, ARCHIVE_BUCKET) == [f"{ARCHIVE_PREFIX}{job.job_id}0/other-job"]
+def test_drop_sensor_retries_a_dead_run_and_removes_what_it_left(s3_server, s3, tmp_path, write_config, instance) -> None:
+    path = write_config(bundle_config(s3_server, s3, tmp_path, sensor="running", retryDelay="1s", maxAttempts=2))
+    config = load_config(path)
+    setup = {"defs": build_definitions(config), "jobs": JobStore(config.workflows[0].jobs_url(config)), "s3": s3}
+    s3.put_object(Bucket=DROP_BUCKET, Key="incoming/x.tar", Body=build_tar())
+    (request,) = _tick(setup, instance).run_requests
+    job_id = int(request.partition_key)
+    # what a killed run leaves: files of the job, an unfinished multipart upload, an older version's staging
+    for key in (f"{job_id}/a.bin", f"{job_id}/sub/b.bin", f".staging/{job_id}/c.bin", f"{job_id}0/other-job"):
+        s3.put_object(Bucket=ARCHIVE_BUCKET, Key=ARCHIVE_PREFIX + key, Body=b"x")
+    s3.create_multipart_upload(Bucket=ARCHIVE_BUCKET, Key=f"{ARCHIVE_PREFIX}{job_id}/big.bin")
+    setup["jobs"].update(job_id, task="ingest files", task_percent=40)
+    # the run of attempt 1 died; run monitoring failed it
+    tags = {**request.tags, "ingest/workflow": "pacifica-bundles", "dagster/partition": str(job_id)}
+    run = instance.create_run_for_job(dg.GraphDefinition("noop").to_job(), tags=tags)
+    instance.report_run_failed(run, "run worker pid 4242 is gone (no such process)")
+    assert _tick(setup, instance).run_requests == []
+    waiting = setup["jobs"].get(job_id)
+    assert (waiting.state, waiting.task, waiting.complete, waiting.attempt) == ("OK", "ingest files", False, 1)
+    assert "attempt 1 of 2 failed" in waiting.exception and "next attempt at" in waiting.exception
+    assert keys(s3, ARCHIVE_BUCKET) == [f"{ARCHIVE_PREFIX}{job_id}0/other-job"]
     assert s3.list_multipart_uploads(Bucket=ARCHIVE_BUCKET).get("Uploads", []) == []
+    # after retryDelay the next tick requests attempt 2
+    retry = wait_until(lambda: _tick(setup, instance).run_requests, 30, "the retry's run request")
+    assert [(r.partition_key, r.tags["ingest/attempt"]) for r in retry] == [(str(job_id), "2")]
+    # a run of attempt 1 turning up late stops without touching the job
+    instance.add_dynamic_partitions(PARTITIONS, [str(job_id)])
+    late = _materialize(setup, instance, str(job_id), attempt=1)
+    assert not late.success and "attempt 1" in late.failure_data_for_node("pacifica_bundles__bundle").user_failure_data.description
+    assert setup["jobs"].get(job_id).attempt == 2
+    # attempt 2 ingests
+    assert _materialize(setup, instance, str(job_id), attempt=2).success
+    done = setup["jobs"].get(job_id)
+    assert (done.state, done.complete, done.exception) == ("OK", True, "")
+    assert Path(config.path).exists()
 
 
 def test_demo_seed_gives_a_loadable_workflow_and_a_good_sample(s3_server, s3, tmp_path, write_config, instance) -> None:

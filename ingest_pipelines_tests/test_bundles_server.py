@@ -18,6 +18,7 @@ import dagster as dg
 import pytest
 import requests
 
+from ingest_pipelines.defs.runs import failure_message
 from ingest_pipelines.testing import free_port
 from ingest_pipelines_tests.bundle_fixtures import (
     ARCHIVE_BUCKET,
@@ -144,7 +145,10 @@ def test_ingest_and_move_end_to_end_with_a_dagster_instance(s3_server, s3, tmp_p
                 )
 
             runs = _wait(finished, 120, "the runs to finish")
-            assert runs == {str(job_id): dg.DagsterRunStatus.SUCCESS, str(move_id): dg.DagsterRunStatus.SUCCESS}
+            every = [(r.tags.get("dagster/partition"), r.tags.get("ingest/attempt"), r.status.value) for r in instance.get_runs()]
+            why = [failure_message(instance, r.run_id) for r in instance.get_runs() if r.status != dg.DagsterRunStatus.SUCCESS]
+            # one run per job, of its first attempt
+            assert sorted(every) == [(str(job_id), "1", "SUCCESS"), (str(move_id), "1", "SUCCESS")], why
             assert set(instance.get_dynamic_partitions("pacifica_bundles__bundles")) == set(runs)
 
 
@@ -288,3 +292,20 @@ def _answers(url: str) -> bool:
         return requests.get(f"{url}/get_state", params={"job_id": 0}, timeout=2).status_code == 404
     except requests.ConnectionError:
         return False
+
+
+def test_job_subcommand_retry_gives_a_failed_job_one_more_attempt(s3_server, s3, tmp_path, write_config, capsys) -> None:
+    from ingest_pipelines.bundles.jobs import JobStore
+    from ingest_pipelines.cli import main
+
+    config_path = write_config(bundle_config(s3_server, s3, tmp_path))
+    jobs = JobStore(f"sqlite:///{tmp_path}/jobs.db")
+    job = jobs.create("pacifica-bundles", "a.tar", "e", task="open tar")
+    assert jobs.claim(job.job_id, 0) is not None
+    jobs.fail(job.job_id, "open tar", "run x was not started within 5m")
+    assert main(["job", "--config", str(config_path), "--job-id", str(job.job_id), "--retry"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert (printed["state"], printed["complete"], printed["exception"]) == ("OK", False, "retry requested by an administrator")
+    retried = jobs.get(job.job_id)
+    # due now, as the next attempt (the reconcilers launch it)
+    assert retried.retry_at is not None and retried.attempt == 1 and [j.job_id for j in jobs.unfinished("pacifica-bundles")] == [job.job_id]

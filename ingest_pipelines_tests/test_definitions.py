@@ -87,7 +87,6 @@ def test_sample_config_builds_every_kinds_graph() -> None:
         "images_mirror__sync_sensor",
         "faces__inventory_sensor",
         "pacifica__drop_sensor",
-        "pacifica__run_failure_sensor",
         "umap__folders_sensor",
     }
     assert sensors["images_mirror__sync_sensor"].minimum_interval_seconds == 15  # interval 60s: passes; ticks every 15 s

@@ -45,7 +45,7 @@ def run_serve(args: argparse.Namespace) -> int:
 
     try:
         config = load_config(args.config)
-        _bundle_workflows(config, None)
+        workflows = _bundle_workflows(config, None)
     except ConfigError as exc:
         return _config_error(exc)
     if args.no_launch:
@@ -53,11 +53,21 @@ def run_serve(args: argparse.Namespace) -> int:
         uvicorn.run(app, host=args.host, port=args.port, log_level="info")
         return 0
     # the Dagster side is imported only here: the domain layer stays free of Dagster
-    from ingest_pipelines.defs.bundles.launcher import RunSubmitter
+    from ingest_pipelines.defs.bundles.launcher import RunSubmitter, location_report
+    from ingest_pipelines.defs.bundles.reconcile import FrontDoorReconciler
 
     with RunSubmitter(module=args.module, workspace_file=args.workspace, location_name=args.location_name) as submit:
-        app = build_app(config, submit)
-        uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+        names = submit.location_names()
+        log.info("code location %s loaded from %s", ", ".join(repr(n) for n in names) or "(none)", submit.location.description)
+        for name in names[:1]:
+            for level, message in location_report(submit.instance, name, workflows):
+                log.log(level, message)
+        reconciler = FrontDoorReconciler(config, submit.instance, submit).start()
+        try:
+            app = build_app(config, reconciler.launch_new)
+            uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+        finally:
+            reconciler.stop()
     return 0
 
 
@@ -76,6 +86,9 @@ def run_job_command(args: argparse.Namespace) -> int:
         store = JobStore(url)
         if store.find(args.job_id) is None:
             continue
+        if args.retry:
+            store.retry(args.job_id, args.exception or "retry requested by an administrator")
+            fields.pop("exception", None)
         job = store.update(args.job_id, **fields) if fields else store.get(args.job_id)
         print(json.dumps(job.to_api(), indent=2))
         return 0
@@ -88,8 +101,12 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8066)
     serve.add_argument("--config", default=None, help="ingest.yaml (default $INGEST_CONFIG, else ./ingest.yaml)")
-    serve.add_argument("--module", default="ingest_pipelines.definitions", help="code location module, as given to `dagster dev -m`")
-    serve.add_argument("--workspace", default=None, help="a workspace.yaml instead of --module (same as the webserver/daemon use)")
+    serve.add_argument(
+        "--workspace",
+        default=None,
+        help="the workspace.yaml the daemon uses (default: ./workspace.yaml, else ./pyproject.toml [tool.dagster], as the daemon finds them)",
+    )
+    serve.add_argument("--module", default=None, help="a code location module instead, as given to `dagster-daemon run -m`")
     serve.add_argument("--location-name", default=None, help="the code location's name when it is not the module name")
     serve.add_argument("--no-launch", action="store_true", help="do not launch runs; leave new jobs to the drop sensor")
     serve.set_defaults(func=run_serve)
@@ -100,6 +117,7 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     job.add_argument("--task", help="task name, e.g. 'ingest files'")
     job.add_argument("--task-percent", type=_task_percent, help="0 to 100")
     job.add_argument("--exception", help="the message shown in the job state")
+    job.add_argument("--retry", action="store_true", help="give a FAILED or stuck job one more attempt now (the reconcilers run it)")
     job.add_argument("--workflow", default=None, help="the bundle workflow (default: every bundle workflow's job store)")
     job.add_argument("--config", default=None, help="ingest.yaml (default $INGEST_CONFIG, else ./ingest.yaml)")
     job.set_defaults(func=run_job_command)

@@ -77,7 +77,7 @@ class BundleWorkflow(WorkflowConfig):
     maxMembers: int = Field(default=100_000, ge=1)
     #: a bundle whose data files add up to more than this is rejected at "ingest files".
     maxTotalSize: ByteSize = 2**40
-    #: where files wait (under the destination prefix) until every file of the bundle is verified.
+    #: where versions before write-once staged files (under the destination prefix); only cleaned up now.
     stagingPrefix: str = ".staging/"
     #: object names (after the drop prefix) the sensor picks up.
     patterns: list[str] = Field(default_factory=lambda: list(DEFAULT_PATTERNS))

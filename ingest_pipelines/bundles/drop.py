@@ -1,5 +1,6 @@
 """Finding new bundles in the drop location: a bounded, resumable listing that creates one job per
-new object version (key + ETag), skipping objects that already have a job (e.g. front door uploads)."""
+new object version (key + ETag), skipping objects that already have a job (e.g. front door uploads).
+Their runs are requested by reconciliation (bundles/attempts.py), like every unfinished job's."""
 
 from __future__ import annotations
 
@@ -12,26 +13,15 @@ from ingest_pipelines.bundles.jobs import JobState, JobStore
 from ingest_pipelines.storage import ObjectStore
 
 
-@dataclass(frozen=True)
-class BundleRequest:
-    """A job whose run should be requested; `run_key` makes a repeated request harmless."""
-
-    job: JobState
-    run_key: str
-
-
 @dataclass
 class DropScan:
-    requests: list[BundleRequest] = field(default_factory=list)
+    #: jobs created by this scan (their runs are requested by reconciliation, bundles/attempts.py)
+    new_jobs: list[JobState] = field(default_factory=list)
     #: where the next tick resumes listing (None: from the start)
     after: str | None = None
     listed: int = 0
     #: true when this tick reached the end of the listing
     wrapped: bool = False
-
-
-def run_key(key: str, etag: str) -> str:
-    return f"{key}@{etag}"
 
 
 def scan_drop(
@@ -45,12 +35,11 @@ def scan_drop(
         page, more = store.list_page("", start_after=scan.after, max_keys=page_size)
         scan.listed += len(page)
         for info in page:
-            is_move = info.key.startswith(workflow.uploadPrefix) and info.key.endswith(MOVE_SUFFIX)
-            if not is_move and not drop_name_matches(info.key, workflow.patterns):
-                continue
-            request = _request_for(jobs, workflow, info.key, info.etag)
-            if request is not None:
-                scan.requests.append(request)
+            if info.key.endswith(MOVE_SUFFIX) or not drop_name_matches(info.key, workflow.patterns):
+                continue  # move documents come only from the front door, which creates their job
+            job = _job_for(jobs, workflow, info.key, info.etag)
+            if job is not None:
+                scan.new_jobs.append(job)
         if page:
             scan.after = page[-1].key
         if not more:
@@ -61,18 +50,9 @@ def scan_drop(
     return scan
 
 
-def _request_for(jobs: JobStore, workflow: BundleWorkflow, key: str, etag: str) -> BundleRequest | None:
-    known = jobs.by_source(workflow.name, key)
-    for job in known:
-        if job.source_etag is None:
-            # the front door is still uploading this object, and will launch the run itself
+def _job_for(jobs: JobStore, workflow: BundleWorkflow, key: str, etag: str) -> JobState | None:
+    """A new job for a new object version; None when a job has it (or the front door is still uploading it)."""
+    for job in jobs.by_source(workflow.name, key):
+        if job.source_etag is None or job.source_etag == etag:
             return None
-        if job.source_etag == etag:
-            if job.origin == "sensor" and not job.complete and job.run_id is None:
-                # requested before but not started (or the tick failed after creating the job): ask again
-                return BundleRequest(job, run_key(key, etag))
-            return None
-    if key.endswith(MOVE_SUFFIX):
-        return None  # move documents come only from the front door, which creates their job
-    job = jobs.create(workflow.name, source_key=key, source_etag=etag, origin="sensor", task="open tar")
-    return BundleRequest(job, run_key(key, etag))
+    return jobs.create(workflow.name, source_key=key, source_etag=etag, origin="sensor", task="open tar")

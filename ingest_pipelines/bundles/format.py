@@ -88,6 +88,9 @@ def parse_file_entry(index: int, entry: dict[str, Any], task: str = TASK_LOAD_ME
     relative = safe_relative_path(posixpath.join(subdir, name) if subdir else name)
     if relative is None or name.endswith("/"):
         raise BundleError(task, _entry_error(index, entry, f"unsafe path {posixpath.join(subdir, name)!r}"))
+    if relative == METADATA_JSON:
+        # the job folder's commit marker: a data file of that name would be overwritten by it
+        raise BundleError(task, _entry_error(index, entry, f"{METADATA_JSON!r} at the top of data/ is reserved for the job's metadata"))
     size = entry["size"]
     if isinstance(size, str) and size.isdigit():
         size = int(size)

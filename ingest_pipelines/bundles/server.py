@@ -1,5 +1,6 @@
 """The HTTP front door of bundle workflows, with Pacifica Ingest's API: POST /ingest (/upload), POST /move,
-GET /get_state. Uploads stream to the drop location; the run is launched through an injected `submit`."""
+GET /get_state. Uploads stream to the drop location; the run is launched through an injected `launch`
+(the first attempt of the job; reconciliation retries it when that run dies or cannot be launched)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from ingest_pipelines.bundles.config import BundleWorkflow
-from ingest_pipelines.bundles.format import TASK_UPLOADING, BundleError, parse_metadata
+from ingest_pipelines.bundles.format import TASK_OPEN_TAR, TASK_UPLOADING, BundleError, parse_metadata
 from ingest_pipelines.bundles.ingest import MOVE_SUFFIX, resolve_move_source
 from ingest_pipelines.bundles.jobs import JobNotFound, JobState, JobStore
 from ingest_pipelines.bundles.validator import MAX_METADATA_BYTES
@@ -28,8 +29,9 @@ from ingest_pipelines.storage import open_store
 
 log = logging.getLogger(__name__)
 
-#: submit(workflow, job_id) -> run id; the Dagster layer provides it (defs/bundles/launcher.py)
-Submit = Callable[[BundleWorkflow, int], str]
+#: launch(workflow, job) -> the job's state once its first attempt was requested (or its failure noted for a
+#: retry); the Dagster layer provides it (defs/bundles/reconcile.py FrontDoorReconciler.launch_new)
+Launch = Callable[[BundleWorkflow, JobState], JobState]
 
 #: while the front door receives a job, the job's run_id names the receiving process: "upload:{host}:{pid}"
 UPLOAD_OWNER = "upload:"
@@ -108,9 +110,9 @@ class AsyncBodyReader:
 class FrontDoor:
     """The bundle workflows of one ingest.yaml behind Pacifica's endpoints."""
 
-    def __init__(self, config: IngestConfig, submit: Submit | None):
+    def __init__(self, config: IngestConfig, launch: Launch | None):
         self.config = config
-        self.submit = submit
+        self.launch = launch
         self.workflows = {w.name: w for w in config.workflows if isinstance(w, BundleWorkflow)}
 
     def workflow(self, request: Request) -> BundleWorkflow:
@@ -138,15 +140,16 @@ class FrontDoor:
         key = f"{workflow.uploadPrefix}{job.job_id}.tar"
         reader = AsyncBodyReader(request.stream())
 
-        def upload() -> None:
+        def upload() -> JobState:
             store = self.source(workflow)
             jobs.update(job.job_id, source_key=key)
             store.upload_fileobj(key, reader)
             info = store.head(key)
-            jobs.update(job.job_id, source_etag=info.etag if info else "")
+            # received: from here on the job is reconciliation's (task no longer UPLOADING, no upload owner)
+            return jobs.update(job.job_id, source_etag=info.etag if info else "", task=TASK_OPEN_TAR, run_id=None)
 
         try:
-            await anyio.to_thread.run_sync(upload)
+            job = await anyio.to_thread.run_sync(upload)
         except Exception as exc:
             log.exception("job %s: upload failed", job.job_id)
             message = f"upload failed: {exc or type(exc).__name__}"  # ClientDisconnect has no message
@@ -174,26 +177,25 @@ class FrontDoor:
             key = f"{workflow.uploadPrefix}{job.job_id}{MOVE_SUFFIX}"
             jobs.update(job.job_id, source_key=key)
             store.put_bytes(key, body, content_type="application/json")
-            return jobs.update(job.job_id, source_etag=(store.head(key).etag if store.head(key) else ""))
+            info = store.head(key)
+            return jobs.update(job.job_id, source_etag=info.etag if info else "", task=TASK_OPEN_TAR, run_id=None)
 
         job = await anyio.to_thread.run_sync(store_document)
         return await self._launch(workflow, jobs, job)
 
     async def _launch(self, workflow: BundleWorkflow, jobs: JobStore, job: JobState) -> JSONResponse:
-        if self.submit is None:
-            # --no-launch: hand the job to the drop sensor, which requests runs for sensor jobs not yet run
-            state = await anyio.to_thread.run_sync(lambda: jobs.update(job.job_id, origin="sensor", task="open tar", run_id=None))
-            return JSONResponse(state.to_api())
-        submit = self.submit
-        try:
-            run_id = await anyio.to_thread.run_sync(lambda: submit(workflow, job.job_id))
-        except Exception as exc:
-            log.exception("job %s: launching the run failed", job.job_id)
-            message = f"launching the Dagster run failed: {exc}"
-            failed = await anyio.to_thread.run_sync(lambda: jobs.fail(job.job_id, TASK_UPLOADING, message))
-            return JSONResponse(failed.to_api(), status_code=500)
-        state = await anyio.to_thread.run_sync(lambda: jobs.update(job.job_id, task="open tar", run_id=run_id))
-        log.info("job %s: run %s submitted", job.job_id, run_id)
+        if self.launch is None:
+            # --no-launch: the drop sensor's reconciliation requests the run
+            return JSONResponse(job.to_api())
+        launch = self.launch
+        state = await anyio.to_thread.run_sync(lambda: launch(workflow, job))
+        log.info(
+            "job %s: attempt %d requested (run %s)%s",
+            job.job_id,
+            state.attempt,
+            state.run_id,
+            f": {state.exception}" if state.exception else "",
+        )
         return JSONResponse(state.to_api())
 
     async def get_state(self, request: Request) -> JSONResponse:
@@ -246,9 +248,9 @@ async def _error(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"error": exc.message}, status_code=exc.status)
 
 
-def build_app(config: IngestConfig, submit: Submit | None) -> Starlette:
-    """The ASGI app; `submit` launches the Dagster run of a job (None: only register the job)."""
-    door = FrontDoor(config, submit)
+def build_app(config: IngestConfig, launch: Launch | None) -> Starlette:
+    """The ASGI app; `launch` requests the first attempt of a received job (None: leave it to the drop sensor)."""
+    door = FrontDoor(config, launch)
     if not door.workflows:
         raise ValueError(f"{config.path or 'ingest.yaml'}: no workflow of kind 'bundle' to serve")
     for workflow in door.workflows.values():

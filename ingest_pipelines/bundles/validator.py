@@ -1,10 +1,10 @@
 """Streamed bundle validation: the tar is read once from the drop location, each data/ member hashed while
-it is uploaded to the archive's staging prefix, and promoted only after the whole bundle checked out.
+it is written to its final key in the archive; metadata.json is written only after the whole bundle checked out.
 
 Pacifica's tasks, in order: "open tar", "load metadata", "Policy Validation", "ingest files", "ingest metadata".
-metadata.txt may come anywhere in the tar: members before it are staged while hashed with the speculative
+metadata.txt may come anywhere in the tar: members before it are written while hashed with the speculative
 algorithms (sha1, Pacifica's default) and verified once it is read; a member whose listed hashtype was not
-computed is re-read from staging. Nothing is extracted to local disk.
+computed is re-read from the archive. Nothing is extracted to local disk.
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ from typing import Any, BinaryIO
 
 import requests
 
+from ingest_pipelines.bundles.archive import ArchiveLayout, ArchiveWriter
 from ingest_pipelines.bundles.config import ServiceConfig
 from ingest_pipelines.bundles.format import (
     DATA_DIR,
-    METADATA_JSON,
     METADATA_MEMBER,
     TASK_INGEST_FILES,
     TASK_INGEST_METADATA,
@@ -37,8 +37,7 @@ from ingest_pipelines.bundles.format import (
     parse_metadata,
     safe_relative_path,
 )
-from ingest_pipelines.bundles.jobs import JobProgress
-from ingest_pipelines.bundles.staging import ArchiveLayout, StagingArea
+from ingest_pipelines.bundles.jobs import JobProgress, StaleAttempt
 from ingest_pipelines.storage import ObjectStore
 
 #: hashes computed for members that arrive before metadata.txt names their hashtype
@@ -46,7 +45,7 @@ SPECULATIVE_HASHES = ("sha1",)
 #: metadata.txt is read into memory: it must stay small
 MAX_METADATA_BYTES = 64 * 1024 * 1024
 READ_BLOCK = 1024 * 1024
-#: members up to this size are read whole and written by the staging workers (bounded: 4 in flight)
+#: members up to this size are read whole and written by the archive writer's workers (bounded: 4 in flight)
 SMALL_MEMBER = 8 * 1024 * 1024
 
 
@@ -68,19 +67,53 @@ class IngestResult:
     seconds: float = 0.0
 
 
-class CountingReader:
-    """Counts the bytes read from the drop object (progress of the job)."""
+class SourceReadError(RuntimeError):
+    """Reading the drop object failed (network, S3): not the bundle's fault, so the job is retried.
 
-    def __init__(self, raw: BinaryIO, on_read: Callable[[int], None] | None = None):
+    Raised instead of the reader's own error, which tarfile could take for a truncated tar (botocore's
+    read timeouts are OSErrors)."""
+
+
+class CountingReader:
+    """Reads the drop object in large blocks (tarfile asks for 10 KiB at a time: one S3 body read each
+    would cost more than the bytes), counting the bytes read (progress of the job)."""
+
+    def __init__(self, raw: BinaryIO, on_read: Callable[[int], None] | None = None, block: int = READ_BLOCK):
         self.raw = raw
         self.count = 0
         self.on_read = on_read
+        self.block = block
+        self._buffer = b""
+        self._at = 0
+        self._eof = False
 
-    def read(self, size: int = -1) -> bytes:
-        data = self.raw.read(size)
-        self.count += len(data)
+    def _fill(self, size: int) -> None:
+        parts = [self._buffer[self._at :]]
+        have = len(parts[0])
+        while not self._eof and (size < 0 or have < size):
+            try:
+                chunk = self.raw.read(self.block if size < 0 else max(self.block, size - have))
+            except Exception as exc:
+                raise SourceReadError(f"reading the drop object failed after {self.count} bytes: {type(exc).__name__}: {exc}") from exc
+            if not chunk:
+                self._eof = True
+                break
+            parts.append(chunk)
+            have += len(chunk)
+            self.count += len(chunk)
+        self._buffer = parts[0] if len(parts) == 1 else b"".join(parts)
+        self._at = 0
         if self.on_read is not None:
             self.on_read(self.count)
+
+    def read(self, size: int = -1) -> bytes:
+        if size is None or size < 0 or len(self._buffer) - self._at < size:
+            self._fill(-1 if size is None or size < 0 else size)
+        if size is None or size < 0:
+            data, self._buffer, self._at = self._buffer[self._at :], b"", 0
+            return data
+        data = self._buffer[self._at : self._at + size]
+        self._at += len(data)
         return data
 
     def close(self) -> None:
@@ -155,7 +188,7 @@ def put_metadata(service: ServiceConfig, metadata: BundleMetadata, job_id: int) 
 
 
 @dataclass
-class _Staged:
+class _Written:
     entry: FileEntry | None
     size: int
     digests: dict[str, str]
@@ -182,9 +215,11 @@ class BundleValidator:
         self.policy = policy
         self.metadata_service = metadata_service
         self.progress = progress or JobProgress(None, job_id)
-        self.staging = StagingArea(destination, self.layout)
+        self.writer = ArchiveWriter(destination, self.layout)
+        #: checked before metadata.json is written: a stale attempt (a newer one was started) must not commit
+        self.may_commit: Callable[[], None] | None = None
         self.metadata: BundleMetadata | None = None
-        self._staged: dict[str, _Staged] = {}
+        self._written: dict[str, _Written] = {}
 
     @property
     def task(self) -> str:
@@ -199,11 +234,13 @@ class BundleValidator:
         try:
             self._ingest_tar(reader)
             result = self._finish()
+        except StaleAttempt:
+            raise  # a newer attempt owns the job folder now: leave it alone
         except BaseException:
-            self.staging.discard()
+            self.writer.discard()
             raise
         finally:
-            self.staging.close()
+            self.writer.close()
         result.source_bytes = reader.count
         result.seconds = time.monotonic() - started
         return result
@@ -234,11 +271,11 @@ class BundleValidator:
         if self.metadata is None:
             raise BundleError(TASK_LOAD_METADATA, f"{METADATA_MEMBER} is missing from the bundle")
         self.progress.start(TASK_INGEST_FILES)
-        missing = sorted(set(self.metadata.files) - set(self._staged))
+        missing = sorted(set(self.metadata.files) - set(self._written))
         if missing:
             shown = ", ".join(DATA_DIR + path for path in missing[:5])
             raise BundleError(TASK_INGEST_FILES, f"{len(missing)} file(s) listed in {METADATA_MEMBER} are missing from the bundle: {shown}")
-        self.staging.wait()
+        self.writer.wait()
         self.progress.finish()
 
     def _member(self, tar: tarfile.TarFile, member: tarfile.TarInfo) -> None:
@@ -262,7 +299,7 @@ class BundleValidator:
         if not path.startswith(DATA_DIR):
             raise BundleError(TASK_INGEST_FILES, f"member {name!r} rejected: a bundle holds {METADATA_MEMBER} and {DATA_DIR} only")
         relative = path[len(DATA_DIR) :]
-        if relative in self._staged:
+        if relative in self._written:
             raise BundleError(TASK_INGEST_FILES, f"member {name!r} appears twice in the bundle")
         entry = None
         if self.metadata is not None:
@@ -274,47 +311,47 @@ class BundleValidator:
                     TASK_INGEST_FILES,
                     f"{DATA_DIR}{relative}: size mismatch ({METADATA_MEMBER} says {entry.size}, bundle has {member.size})",
                 )
-        total = sum(staged.size for staged in self._staged.values()) + member.size
+        total = sum(written.size for written in self._written.values()) + member.size
         if total > self.limits.max_total_size:
             raise BundleError(TASK_INGEST_FILES, f"bundle data exceeds maxTotalSize={self.limits.max_total_size} bytes")
         handle = tar.extractfile(member)
         assert handle is not None  # a regular file always has a body
-        self._stage(relative, handle, member.size, entry)
+        self._write(relative, handle, member.size, entry)
 
-    def _stage(self, relative: str, stream: BinaryIO, size: int, entry: FileEntry | None) -> None:
+    def _write(self, relative: str, stream: BinaryIO, size: int, entry: FileEntry | None) -> None:
         algorithms = (entry.hashtype,) if entry is not None else SPECULATIVE_HASHES
         hashing = HashingReader(stream, algorithms)
         try:
             if size <= SMALL_MEMBER:
                 # read (and hash) now, write in the background while the stream moves on
-                self.staging.submit(relative, hashing.read(size + 1))
+                self.writer.submit(relative, hashing.read(size + 1))
             else:
-                self.staging.upload(relative, hashing)
+                self.writer.upload(relative, hashing)
         except (tarfile.TarError, EOFError, zlib.error) as exc:
             raise BundleError(self.task, f"{DATA_DIR}{relative}: bundle is truncated or corrupt: {exc}") from None
         if hashing.size != size:
             raise BundleError(self.task, f"{DATA_DIR}{relative}: read {hashing.size} bytes, expected {size}")
-        staged = _Staged(entry=entry, size=hashing.size, digests=hashing.hexdigests())
-        self._staged[relative] = staged
+        written = _Written(entry=entry, size=hashing.size, digests=hashing.hexdigests())
+        self._written[relative] = written
         if entry is not None:
-            self._verify(relative, staged, entry)
+            self._verify(relative, written, entry)
 
-    def _verify(self, relative: str, staged: _Staged, entry: FileEntry) -> None:
-        if staged.size != entry.size:
-            raise BundleError(self.task, f"{DATA_DIR}{relative}: size mismatch ({METADATA_MEMBER} says {entry.size}, got {staged.size})")
-        got = staged.digests.get(entry.hashtype)
+    def _verify(self, relative: str, written: _Written, entry: FileEntry) -> None:
+        if written.size != entry.size:
+            raise BundleError(self.task, f"{DATA_DIR}{relative}: size mismatch ({METADATA_MEMBER} says {entry.size}, got {written.size})")
+        got = written.digests.get(entry.hashtype)
         if got is None:
-            # metadata came after this member and names a hash we did not compute: re-read the staged copy
-            self.staging.wait()
-            with self.destination.open(self.layout.staging_key(relative)) as handle:
+            # metadata came after this member and names a hash we did not compute: re-read what was written
+            self.writer.wait()
+            with self.destination.open(self.writer.key(relative)) as handle:
                 hashing = HashingReader(handle, (entry.hashtype,))
                 while hashing.read(READ_BLOCK):
                     pass
             got = hashing.hexdigests()[entry.hashtype]
-            staged.digests[entry.hashtype] = got
+            written.digests[entry.hashtype] = got
         if got != entry.hashsum:
             raise BundleError(self.task, f"{DATA_DIR}{relative}: {entry.hashtype} mismatch (expected {entry.hashsum}, got {got})")
-        staged.entry = entry
+        written.entry = entry
 
     def _read_metadata(self, tar: tarfile.TarFile, member: tarfile.TarInfo) -> None:
         if self.metadata is not None:
@@ -331,12 +368,12 @@ class BundleValidator:
             raise BundleError(TASK_LOAD_METADATA, f"{METADATA_MEMBER}: bundle is truncated or corrupt: {exc}") from None
         self._accept_metadata(parse_metadata(raw))
         self.progress.start(resume)
-        # members staged before metadata.txt are checked now
-        for relative, staged in self._staged.items():
+        # members written before metadata.txt are checked now
+        for relative, written in self._written.items():
             entry = self.metadata.files.get(relative) if self.metadata else None
             if entry is None:
                 raise BundleError(TASK_INGEST_FILES, f"{DATA_DIR}{relative}: not listed in {METADATA_MEMBER}")
-            self._verify(relative, staged, entry)
+            self._verify(relative, written, entry)
 
     def _accept_metadata(self, metadata: BundleMetadata) -> None:
         self.progress.finish(TASK_LOAD_METADATA)
@@ -367,32 +404,35 @@ class BundleValidator:
             done, total = 0, metadata.total_size
             for relative, entry in metadata.files.items():
                 with open_source(entry.source or "") as handle:
-                    self._stage(relative, handle, entry.size, entry)
+                    self._write(relative, handle, entry.size, entry)
                 done += entry.size
                 self.progress.advance(done, total)
-            self.staging.wait()
+            self.writer.wait()
             self.progress.finish()
             result = self._finish()
+        except StaleAttempt:
+            raise  # a newer attempt owns the job folder now: leave it alone
         except BaseException:
-            self.staging.discard()
+            self.writer.discard()
             raise
         finally:
-            self.staging.close()
+            self.writer.close()
         result.seconds = time.monotonic() - started
         return result
 
     # ------------------------------------------------------------------ both
 
     def _finish(self) -> IngestResult:
-        """ "ingest metadata": the metadata service (if any), then promotion, metadata.json last."""
+        """ "ingest metadata": the metadata service (if any), then metadata.json, the commit marker, last."""
         assert self.metadata is not None
         metadata = self.metadata
         self.progress.start(TASK_INGEST_METADATA)
-        self.staging.put(METADATA_JSON, metadata_document(metadata), content_type="application/json")
+        self.writer.wait()  # every file is in place (and verified) before anything says so
         if self.metadata_service is not None:
             put_metadata(self.metadata_service, metadata, self.job_id)
-        # metadata.json is promoted last: its presence at the final prefix means the job's files are all there
-        keys = self.staging.promote(order=[METADATA_JSON])
+        if self.may_commit is not None:
+            self.may_commit()
+        keys = self.writer.commit(metadata_document(metadata))
         self.progress.finish(TASK_INGEST_METADATA)
         return IngestResult(
             job_id=self.job_id,

@@ -1,6 +1,8 @@
 """The bundle asset: one partition per Pacifica job; a run validates the tar and ingests it into the archive.
 
-The job state follows the run: a rejected bundle fails the run and marks the job FAILED at its task.
+The job state follows the run: a rejected bundle fails the run and marks the job FAILED at its task; any other
+error fails the run and leaves the job to reconciliation (retried). A run of an attempt that is no longer the
+job's current one stops without touching anything.
 """
 
 import dagster as dg
@@ -8,9 +10,10 @@ import dagster as dg
 from ingest_pipelines.bundles.config import BundleWorkflow
 from ingest_pipelines.bundles.format import BundleError
 from ingest_pipelines.bundles.ingest import run_job
-from ingest_pipelines.bundles.jobs import JobStore
+from ingest_pipelines.bundles.jobs import JobStore, StaleAttempt
 from ingest_pipelines.config import IngestConfig
 from ingest_pipelines.defs.bundles.jobs import bundle_asset_key
+from ingest_pipelines.defs.bundles.reconcile import run_attempt
 from ingest_pipelines.defs.partition_runs import require_no_other_run
 from ingest_pipelines.defs.resources import store_resource_key
 
@@ -38,10 +41,20 @@ def build_bundle_asset(workflow: BundleWorkflow, config: IngestConfig, partition
         source = getattr(context.resources, source_key).get_store()
         archive = getattr(context.resources, destination_key).get_store()
         record = context.instance.get_run_record_by_id(context.run_id)
+        attempt = run_attempt(context.dagster_run)
         try:
             outcome = run_job(
-                workflow, jobs, job_id, source, archive, run_id=context.run_id, run_created=record.create_timestamp if record else None
+                workflow,
+                jobs,
+                job_id,
+                source,
+                archive,
+                run_id=context.run_id,
+                run_created=record.create_timestamp if record else None,
+                attempt=attempt,
             )
+        except StaleAttempt as exc:
+            raise dg.Failure(description=str(exc), metadata={"job_id": job_id, "attempt": attempt or 0}, allow_retries=False) from None
         except BundleError as exc:
             raise dg.Failure(
                 description=f"job {job_id} FAILED at {exc.task!r}: {exc.message}",
@@ -51,6 +64,7 @@ def build_bundle_asset(workflow: BundleWorkflow, config: IngestConfig, partition
         job = outcome.job
         metadata: dict[str, object] = {
             "job_id": job_id,
+            "attempt": job.attempt,
             "state": job.state,
             "task": job.task,
             "task_percent": job.task_percent,

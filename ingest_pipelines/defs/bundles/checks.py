@@ -1,33 +1,17 @@
 """The bundle asset's check, per partition: the job is OK and complete, and the archive holds exactly the
-files listed in its metadata.json (right sizes) and nothing else."""
+files listed in its metadata.json (right sizes) and nothing else. A job folder without metadata.json is incomplete."""
 
 import json
 
 import dagster as dg
 
+from ingest_pipelines.bundles.archive import ArchiveLayout, archive_problems
 from ingest_pipelines.bundles.config import BundleWorkflow
-from ingest_pipelines.bundles.format import METADATA_JSON, parse_metadata
+from ingest_pipelines.bundles.format import METADATA_JSON
 from ingest_pipelines.bundles.jobs import STATE_OK, JobStore
-from ingest_pipelines.bundles.staging import ArchiveLayout
 from ingest_pipelines.config import IngestConfig
 from ingest_pipelines.defs.bundles.jobs import bundle_asset_key
 from ingest_pipelines.defs.resources import store_resource_key
-from ingest_pipelines.storage import ObjectStore
-
-
-def archive_problems(archive: ObjectStore, layout: ArchiveLayout) -> dict[str, list[str]]:
-    """Missing, unexpected and wrongly sized keys of a job's archive folder (relative to the job folder)."""
-    found = {info.key[len(layout.final_root) :]: info.size for info in archive.list(layout.final_root)}
-    if METADATA_JSON not in found:
-        return {"missing": [METADATA_JSON], "unexpected": sorted(found), "wrong_size": []}
-    metadata = parse_metadata(archive.get_bytes(layout.final_key(METADATA_JSON)))
-    expected = {path: entry.size for path, entry in metadata.files.items()}
-    expected[METADATA_JSON] = found[METADATA_JSON]
-    return {
-        "missing": sorted(set(expected) - set(found)),
-        "unexpected": sorted(set(found) - set(expected)),
-        "wrong_size": sorted(path for path in set(found) & set(expected) if found[path] != expected[path]),
-    }
 
 
 def build_archive_check(workflow: BundleWorkflow, config: IngestConfig, partitions: dg.PartitionsDefinition) -> dg.AssetChecksDefinition:
@@ -39,7 +23,10 @@ def build_archive_check(workflow: BundleWorkflow, config: IngestConfig, partitio
         name="archive_matches_metadata",
         partitions_def=partitions,
         required_resource_keys={destination_key},
-        description="The job is OK and complete; the archive holds exactly the listed files and metadata.json.",
+        description=(
+            "The job is OK and complete; the archive holds exactly the listed files and metadata.json "
+            "(written last: a job folder without it is incomplete)."
+        ),
     )
     def archive_matches_metadata(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
         job_id = int(context.partition_key)
@@ -55,6 +42,8 @@ def build_archive_check(workflow: BundleWorkflow, config: IngestConfig, partitio
                 "state": job.state,
                 "task": job.task,
                 "complete": job.complete,
+                # metadata.json is written last: without it the folder is incomplete (being written, or being removed)
+                "committed": METADATA_JSON not in problems["missing"],
                 **{name: dg.MetadataValue.json(json.loads(json.dumps(keys[:50]))) for name, keys in problems.items()},
             },
         )
