@@ -34,7 +34,7 @@ from ingest_pipelines.testing import MotoServer, free_port
 from ingest_pipelines.testing.moto_server import TEST_CREDENTIALS
 from ingest_pipelines_tests.bundle_fixtures import answering, build_tar, get_state, project_home, run_worker_pid
 from ingest_pipelines_tests.conftest import REPO_ROOT
-from ingest_pipelines_tests.deploy_fixtures import BIN, ProcessGroup, child_env, wait_until
+from ingest_pipelines_tests.deploy_fixtures import BIN, ProcessGroup, child_env, project_instance_yaml, wait_until
 
 VICTIMS = ("daemon", "daemon_group", "code_server", "serve_code_server", "run_worker")
 DROP, ARCHIVE, PREFIX = "chaos-drop", "chaos-archive", "archive/"
@@ -109,12 +109,12 @@ def _code_server(pid: int) -> int | None:
 
 
 class ChaosDeployment:
-    def __init__(self, workdir: Path, endpoint: str):
+    def __init__(self, workdir: Path, endpoint: str, instance_overrides: dict[str, Any] | None = None):
         self.workdir = workdir
         self.procs = ProcessGroup(workdir / "logs")
         self.config = workdir / "ingest.yaml"
         self.config.write_text(yaml.safe_dump(ingest_document(endpoint, workdir)))
-        self.home = project_home(workdir / "dagster_home")
+        self.home = project_home(workdir / "dagster_home", project_instance_yaml(instance_overrides))
         self.env = child_env(DAGSTER_HOME=str(self.home), INGEST_CONFIG=str(self.config), **TEST_CREDENTIALS)
         self.url = ""
 
@@ -175,7 +175,13 @@ def _archive_state(s3: Any) -> dict[str, Any]:
 
 
 def run_chaos(
-    rounds: int, seed: int, workdir: Path | None = None, endpoint: str | None = None, per_round: int = 2, converge_seconds: float = 600
+    rounds: int,
+    seed: int,
+    workdir: Path | None = None,
+    endpoint: str | None = None,
+    per_round: int = 2,
+    converge_seconds: float = 600,
+    instance_overrides: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """`rounds` rounds of: POST `per_round` bundles, kill -9 a random victim at a random moment (restarting it as a
     supervisor would). Then wait for every job to complete and check the archive. Returns counts: rounds, kills
@@ -188,7 +194,7 @@ def run_chaos(
             workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="chaos-bundle-")))
         if endpoint is None:
             endpoint = stack.enter_context(MotoServer(log_path=workdir / "moto.log")).endpoint_url
-        return _run(rng, rounds, seed, workdir, endpoint, per_round, converge_seconds, stack)
+        return _run(rng, rounds, seed, workdir, endpoint, per_round, converge_seconds, stack, instance_overrides)
 
 
 def _run(
@@ -200,13 +206,14 @@ def _run(
     per_round: int,
     converge_seconds: float,
     stack: contextlib.ExitStack,
+    instance_overrides: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     import boto3
 
     s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", **_boto_credentials())
     for bucket in (DROP, ARCHIVE):
         s3.create_bucket(Bucket=bucket)
-    deployment = ChaosDeployment(workdir, endpoint)
+    deployment = ChaosDeployment(workdir, endpoint, instance_overrides)
     stack.callback(deployment.procs.stop_all)
     deployment.start_daemon()
     instance = stack.enter_context(deployment.instance())

@@ -27,7 +27,7 @@ import yaml
 from dagster._core.instance.ref import InstanceRef
 
 from ingest_pipelines_tests.conftest import REPO_ROOT
-from ingest_pipelines_tests.deploy_fixtures import BIN, ProcessGroup, child_env
+from ingest_pipelines_tests.deploy_fixtures import BIN, ProcessGroup, child_env, project_instance_yaml
 
 VICTIMS = ("daemon", "daemon-group", "code-server", "run-worker")
 
@@ -173,10 +173,7 @@ class SyncChaos:
         }
         (self.workdir / "ingest.yaml").write_text(yaml.safe_dump(document, sort_keys=False))
         self.home.mkdir(parents=True, exist_ok=True)
-        instance = yaml.safe_load((REPO_ROOT / "dagster.yaml").read_text())
-        for section, values in self.settings.instance_overrides.items():
-            instance.setdefault(section, {}).update(values)
-        (self.home / "dagster.yaml").write_text(yaml.safe_dump(instance, sort_keys=False))
+        (self.home / "dagster.yaml").write_text(project_instance_yaml(self.settings.instance_overrides))
 
     def env(self) -> dict[str, str]:
         return child_env(DAGSTER_HOME=str(self.home), INGEST_CONFIG=str(self.workdir / "ingest.yaml"))

@@ -10,10 +10,7 @@ from __future__ import annotations
 import pytest
 
 from ingest_pipelines_tests.chaos_sync import ChaosSettings, SyncChaos
-
-#: the suite's instance fails dead runs sooner than the shipped dagster.yaml (15 s poll, 120 s start timeout)
-#: so that a kill while a run is STARTING converges within the test's budget; everything else is as shipped
-FAST_MONITORING = {"run_monitoring": {"poll_interval_seconds": 5, "start_timeout_seconds": 30, "cancel_timeout_seconds": 30}}
+from ingest_pipelines_tests.deploy_fixtures import FAST_MONITORING
 
 
 @pytest.mark.slow
