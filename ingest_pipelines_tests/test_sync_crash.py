@@ -32,6 +32,22 @@ def start_driver(settings: Path) -> subprocess.Popen[bytes]:
     )
 
 
+def kill_at_random(settings: Path, rng: random.Random, trials: int, seconds: tuple[float, float]) -> int:
+    """Start the driver `trials` times and kill -9 it after a random time (the schedule of the chaos, not a
+    wait for a condition); returns how many times it was killed before it finished."""
+    kills = 0
+    for _trial in range(trials):
+        process = start_driver(settings)
+        deadline = time.monotonic() + rng.uniform(*seconds)
+        while time.monotonic() < deadline and process.poll() is None:
+            time.sleep(0.05)
+        if process.poll() is None:
+            process.send_signal(signal.SIGKILL)
+            kills += 1
+        process.wait(timeout=30)
+    return kills
+
+
 @pytest.mark.slow
 def test_kill_9_at_random_points_then_restart(tmp_path, s3, s3_server, http_server) -> None:
     s3.create_bucket(Bucket="src")
@@ -56,17 +72,7 @@ def test_kill_9_at_random_points_then_restart(tmp_path, s3, s3_server, http_serv
         )
     )
 
-    rng = random.Random(20240501)
-    kills = 0
-    for _trial in range(4):
-        process = start_driver(settings)
-        deadline = time.monotonic() + rng.uniform(0.8, 3.5)
-        while time.monotonic() < deadline and process.poll() is None:
-            time.sleep(0.05)
-        if process.poll() is None:
-            process.send_signal(signal.SIGKILL)
-            kills += 1
-        process.wait(timeout=30)
+    kills = kill_at_random(settings, random.Random(20240501), trials=4, seconds=(0.8, 3.5))
     assert kills >= 2, "the sync finished before it could be killed: make the trials shorter"
 
     final = start_driver(settings)
@@ -134,17 +140,7 @@ def test_events_mode_a_message_is_deleted_only_after_its_change_is_committed(tmp
     keys = [f"e{i % 5}/obj {i:03d}+é" for i in range(300)]
     with ThreadPoolExecutor(16) as pool:
         list(pool.map(lambda k: s3.put_object(Bucket="src", Key=k, Body=k.encode()), keys))
-    rng = random.Random(7)
-    kills = 0
-    for _trial in range(5):
-        process = start_driver(settings)
-        deadline = time.monotonic() + rng.uniform(0.5, 2.5)
-        while time.monotonic() < deadline and process.poll() is None:
-            time.sleep(0.05)
-        if process.poll() is None:
-            process.send_signal(signal.SIGKILL)
-            kills += 1
-        process.wait(timeout=30)
+    kills = kill_at_random(settings, random.Random(7), trials=5, seconds=(0.5, 2.5))
     assert kills >= 2, "the driver finished before it could be killed: make the trials shorter"
 
     # the invariant at this moment: a change is committed, or its message is still in the queue

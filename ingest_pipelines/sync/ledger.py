@@ -470,14 +470,17 @@ class SyncLedger:
         self.mark_batches_applied(workflow, [batch_id])
 
     def mark_batches_applied(self, workflow: str, batch_ids: Iterable[str]) -> None:
+        self._update_batches(workflow, batch_ids, applied_at=time.time(), last_error=None)
+
+    def _update_batches(self, workflow: str, batch_ids: Iterable[str], **values: Any) -> None:
+        """Set `values` on these batches, in one transaction (500 ids per statement)."""
         ids = list(batch_ids)
-        now = time.time()
         with self.engine.begin() as conn:
             for start in range(0, len(ids), 500):
                 conn.execute(
                     batches.update()
                     .where(batches.c.workflow == workflow, batches.c.batch_id.in_(ids[start : start + 500]))
-                    .values(applied_at=now, last_error=None)
+                    .values(**values)
                 )
 
     def pending_batches(self, workflow: str, limit: int | None = None, asset: str | None = None) -> list[PendingBatch]:
@@ -493,27 +496,11 @@ class SyncLedger:
 
     def start_attempts(self, workflow: str, batch_ids: Iterable[str]) -> None:
         """A run starts applying these batches: one more attempt each (durable before any write)."""
-        ids = list(batch_ids)
-        now = time.time()
-        with self.engine.begin() as conn:
-            for start in range(0, len(ids), 500):
-                conn.execute(
-                    batches.update()
-                    .where(batches.c.workflow == workflow, batches.c.batch_id.in_(ids[start : start + 500]))
-                    .values(attempts=batches.c.attempts + 1, last_attempt_at=now)
-                )
+        self._update_batches(workflow, batch_ids, attempts=batches.c.attempts + 1, last_attempt_at=time.time())
 
     def record_requests(self, workflow: str, batch_ids: Iterable[str]) -> None:
         """The sensor requested a run for these due batches: a run that never starts counts as a failed try."""
-        ids = list(batch_ids)
-        now = time.time()
-        with self.engine.begin() as conn:
-            for start in range(0, len(ids), 500):
-                conn.execute(
-                    batches.update()
-                    .where(batches.c.workflow == workflow, batches.c.batch_id.in_(ids[start : start + 500]))
-                    .values(requests=batches.c.requests + 1, last_request_at=now)
-                )
+        self._update_batches(workflow, batch_ids, requests=batches.c.requests + 1, last_request_at=time.time())
 
     def record_failures(self, workflow: str, errors: dict[str, str]) -> None:
         """The last error of each batch whose attempt failed (shown by the sensor and the check)."""
