@@ -461,6 +461,17 @@ class IngestConfig(ConfigModel):
                 return item
         raise KeyError(f"no workflow named {name!r}")
 
+    def workflows_of(self, kind: str, name: str | None = None) -> list[Any]:
+        """The workflows of one kind (only the one named, when `name` is given); a ConfigError when none is."""
+        workflows = [w for w in self.workflows if w.kind == kind]
+        if name:
+            workflows = [w for w in workflows if w.name == name]
+            if not workflows:
+                raise ConfigError(f"{self.path}: no {kind} workflow named {name!r}")
+        if not workflows:
+            raise ConfigError(f"{self.path}: no workflow of kind {kind!r}")
+        return workflows
+
     def state_store(self) -> StoreConfig:
         if self.state is not None:
             return self.state

@@ -8,22 +8,10 @@ import json
 import logging
 import sys
 
-from ingest_pipelines.bundles.config import BundleWorkflow
 from ingest_pipelines.bundles.jobs import STATES, JobNotFound, JobStore
-from ingest_pipelines.config import ConfigError, IngestConfig, load_config
+from ingest_pipelines.config import ConfigError, load_config
 
 log = logging.getLogger(__name__)
-
-
-def _bundle_workflows(config: IngestConfig, name: str | None) -> list[BundleWorkflow]:
-    workflows = [w for w in config.workflows if isinstance(w, BundleWorkflow)]
-    if name:
-        workflows = [w for w in workflows if w.name == name]
-        if not workflows:
-            raise ConfigError(f"{config.path}: no bundle workflow named {name!r}")
-    if not workflows:
-        raise ConfigError(f"{config.path}: no workflow of kind 'bundle'")
-    return workflows
 
 
 def _config_error(exc: ConfigError) -> int:
@@ -45,7 +33,7 @@ def run_serve(args: argparse.Namespace) -> int:
 
     try:
         config = load_config(args.config)
-        workflows = _bundle_workflows(config, None)
+        workflows = config.workflows_of("bundle")
     except ConfigError as exc:
         return _config_error(exc)
     if args.no_launch:
@@ -79,7 +67,7 @@ def run_job_command(args: argparse.Namespace) -> int:
             fields[field] = value
     try:
         config = load_config(args.config)
-        urls = dict.fromkeys(w.jobs_url(config) for w in _bundle_workflows(config, args.workflow))
+        urls = dict.fromkeys(w.jobs_url(config) for w in config.workflows_of("bundle", args.workflow))
     except ConfigError as exc:
         return _config_error(exc)
     for url in urls:

@@ -14,17 +14,6 @@ from ingest_pipelines.sync.ledger import SyncLedger, default_ledger_url
 from ingest_pipelines.sync.reconcile import health, pending_state
 
 
-def _workflows(config: IngestConfig, name: str | None) -> list[SyncWorkflow]:
-    workflows = [w for w in config.workflows if isinstance(w, SyncWorkflow)]
-    if name:
-        workflows = [w for w in workflows if w.name == name]
-        if not workflows:
-            raise ConfigError(f"{config.path}: no sync workflow named {name!r}")
-    if not workflows:
-        raise ConfigError(f"{config.path}: no workflow of kind 'sync'")
-    return workflows
-
-
 def _ledger(workflow: SyncWorkflow, config: IngestConfig) -> SyncLedger:
     return SyncLedger(workflow.ledger or default_ledger_url(config))
 
@@ -32,7 +21,7 @@ def _ledger(workflow: SyncWorkflow, config: IngestConfig) -> SyncLedger:
 def run_status(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.config)
-        workflows = _workflows(config, args.workflow)
+        workflows: list[SyncWorkflow] = config.workflows_of("sync", args.workflow)
     except ConfigError as exc:
         print(f"ingest-pipelines: error: {exc}", file=sys.stderr)
         return 2
@@ -59,7 +48,7 @@ def run_status(args: argparse.Namespace) -> int:
 def run_retry(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.config)
-        (workflow,) = _workflows(config, args.workflow)
+        (workflow,) = config.workflows_of("sync", args.workflow)
     except ConfigError as exc:
         print(f"ingest-pipelines: error: {exc}", file=sys.stderr)
         return 2
