@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint format bench chaos clean
+.PHONY: demo test lint format bench chaos tour clean
 
 # the dev extra includes the demo extra (moto, the demo's local S3 server); a plain `pip install .` has neither
 $(BIN)/.installed: pyproject.toml
@@ -36,6 +36,10 @@ SEED ?= 1
 SCENARIOS ?= sync-list sync-events bundle
 chaos: $(BIN)/.installed
 	$(BIN)/python -m ingest_pipelines_tests.chaos --rounds $(ROUNDS) --seed $(SEED) --scenario $(SCENARIOS)
+
+# the README's tour: the browser test re-takes its screenshots into docs/tour/ (needs /usr/bin/chromium)
+tour: $(BIN)/.installed
+	INGEST_UPDATE_TOUR=1 $(BIN)/pytest ingest_pipelines_tests/test_deploy_browser.py
 
 clean:
 	rm -rf $(VENV) .demo .pytest_cache build *.egg-info
