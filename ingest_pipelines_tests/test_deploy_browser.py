@@ -50,7 +50,9 @@ CREATED, UPDATED, DELETED = "docs/changelog.md", "data/a.json", "logs/app-3.log"
 UNFINISHED = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]
 #: the sync sensor's skip reasons the tour explains (docs/sync.md)
 IDLE = re.compile(r"no changes \((change capture|snapshot).*\)")
-APPLYING = re.compile(r"run [0-9a-f-]{36} \((QUEUED|NOT_STARTED|STARTING|STARTED)\) is applying; \d+ batch\(es\) pending")
+APPLYING = re.compile(
+    r"run [0-9a-f-]{36} \((QUEUED|NOT_STARTED|STARTING|STARTED)\) (is applying|is queued to apply); \d+ batch\(es\) pending"
+)
 
 
 def objects(s3: Any, bucket: str, prefix: str = "") -> set[str]:

@@ -43,11 +43,14 @@ def celery_config(executor: dg.ExecutorDefinition) -> dict[str, Any]:
     return executor.config_schema._config_fn(None)  # type: ignore[attr-defined]
 
 
-def test_default_is_dagsters_own(write_config) -> None:
+def test_default_is_in_process(write_config) -> None:
     config = load_config(write_config(document(state=None)))
     assert executor_for(config.workflows[0], config) is None
     assert executor_for(None, config) is None
     assert io_manager_resources(config) == {}
+    # the code location's default (UI materializations, jobs without an executor of their own)
+    defs = build_definitions(config)
+    assert defs.resolve_implicit_global_asset_job_def().executor_def.name == "in_process"
 
 
 def test_workflow_celery_executor_with_env_broker(write_config, monkeypatch) -> None:

@@ -159,7 +159,7 @@ def test_no_second_run_while_one_is_queued_or_in_progress(defs, instance, s3, tm
     queued = instance.create_run_for_job(job, tags=request.tags, status=dg.DagsterRunStatus.NOT_STARTED)
     second = tick(defs, instance, first.cursor)
     assert not second.run_requests
-    assert f"run {queued.run_id} (NOT_STARTED) is applying; 1 batch(es) pending" in second.skip_message
+    assert f"run {queued.run_id} (NOT_STARTED) is queued to apply; 1 batch(es) pending" in second.skip_message
     # it died (canceled before it started): the batch is requested again once its try is due
     instance.report_run_canceled(queued)
     assert not tick(defs, instance, second.cursor).run_requests  # the unstarted run counted as a try: backoff

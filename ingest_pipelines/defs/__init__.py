@@ -37,8 +37,15 @@ def build_workflow(workflow: WorkflowConfig, config: IngestConfig) -> dg.Definit
         return builder.build(workflow, config)
 
 
+#: Dagster 1.13 builds sensor definitions with a beta `owners` parameter internally (None here) and warns on
+#: every sensor tick of the code server; we never set owners, so the warning says nothing to our users.
+warnings.filterwarnings("ignore", message=r"Parameter `owners` of initializer `SensorDefinition.__init__`", category=dg.BetaWarning)
+
+
 def build_definitions(config: IngestConfig) -> dg.Definitions:
-    # the top-level `executor:` also applies to assets materialized from the UI
-    parts = [dg.Definitions(resources={**build_resources(config), **io_manager_resources(config)}, executor=executor_for(None, config))]
+    # the top-level `executor:` also applies to assets materialized from the UI; without one, in-process:
+    # every asset here is one step, and Dagster's multiprocess default starts a second process for it
+    executor = executor_for(None, config) or dg.in_process_executor
+    parts = [dg.Definitions(resources={**build_resources(config), **io_manager_resources(config)}, executor=executor)]
     parts += [build_workflow(workflow, config) for workflow in config.workflows]
     return dg.Definitions.merge(*parts)

@@ -11,7 +11,7 @@ from ingest_pipelines.bundles.config import BundleWorkflow
 from ingest_pipelines.bundles.format import BundleError
 from ingest_pipelines.bundles.ingest import run_job
 from ingest_pipelines.bundles.jobs import JobStore, StaleAttempt
-from ingest_pipelines.config import IngestConfig
+from ingest_pipelines.config import IngestConfig, dagster_name
 from ingest_pipelines.defs.bundles.jobs import bundle_asset_key
 from ingest_pipelines.defs.bundles.reconcile import run_attempt
 from ingest_pipelines.defs.partition_runs import require_no_other_run
@@ -32,6 +32,7 @@ def build_bundle_asset(workflow: BundleWorkflow, config: IngestConfig, partition
             f"Bundles of workflow {workflow.name!r} validated and archived at {destination.uri()}{{job_id}}/ (partition = Pacifica job id)."
         ),
         kinds={"s3"} if destination.type == "s3" else None,
+        group_name=dagster_name(workflow.name),
         metadata={"archive": destination.uri()},
     )
     def bundle(context: dg.AssetExecutionContext) -> dg.MaterializeResult:

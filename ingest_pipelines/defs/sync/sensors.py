@@ -101,7 +101,9 @@ def build_sensor(
             return dg.SensorResult(run_requests=[request], cursor=cursor, asset_events=events, dynamic_partitions_requests=partitions)
         if running:
             run = running[0]
-            reason = f"run {run.run_id} ({run.status.value}) is applying; {len(state.pending)} batch(es) pending"
+            started = run.status in (dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING)
+            doing = "is applying" if started else "is queued to apply"
+            reason = f"run {run.run_id} ({run.status.value}) {doing}; {len(state.pending)} batch(es) pending"
         elif state.pending:
             reason = describe_waiting(state, workflow, now)
         else:
