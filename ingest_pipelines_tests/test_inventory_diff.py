@@ -19,7 +19,6 @@ from ingest_pipelines.inventory.diff import (
     ReportSnapshots,
     diff_inventory,
     diff_reports,
-    key_range_ids,
     split_by_key_range,
 )
 from ingest_pipelines.inventory.manifest import ReportRef
@@ -183,13 +182,18 @@ def test_key_sample_stays_small_and_still_cuts_even_ranges(monkeypatch) -> None:
     assert all(4_000 <= high - low <= 6_000 for low, high in zip(cuts, cuts[1:], strict=False))
 
 
-def test_key_range_ids_agree_with_bisect_for_any_number_of_boundaries() -> None:
+def test_split_by_key_range_agrees_with_bisect_for_any_number_of_boundaries() -> None:
     rng = random.Random(5)
     keys = [f"{rng.choice('aZé😀/')}{rng.randrange(10**6)}" for _ in range(3000)]
+    batch = pa.RecordBatch.from_arrays([pa.array(keys), pa.array(range(len(keys)))], names=["key", "row"])
     for count in (1, 2, 3, 7, 8, 100):
         boundaries = sorted(set(rng.sample(keys, count)))
-        expected = [bisect.bisect_right(boundaries, key) for key in keys]
-        assert key_range_ids(pa.array(keys), boundaries).tolist() == expected
+        expected: dict[int, list[str]] = {}
+        for key in keys:
+            expected.setdefault(bisect.bisect_right(boundaries, key), []).append(key)
+        parts = {index: rows.column("key").to_pylist() for index, rows in split_by_key_range(batch, boundaries)}
+        # every key in its range, each range's rows in key order (the split sorts them)
+        assert parts == {index: sorted(found) for index, found in expected.items()}
 
 
 # --------------------------------------------------------------------------- key ranges from the sorted previous snapshot

@@ -45,11 +45,16 @@ SPILL_BUFFER_BYTES = 8 * 1024 * 1024
 #: rows of the previous snapshot read at a time.
 SNAPSHOT_BATCH_ROWS = 65_536
 #: spill files are local and read once; lz4 makes them ~4x smaller (GBs for a 100M-object report)
-#: for ~0.5 s of CPU per million rows.
+#: for ~0.35 s of CPU per million rows (about a sixth of the whole diff) ...
 SPILL_OPTIONS = pa.ipc.IpcWriteOptions(compression="lz4")
+#: ... so they are written uncompressed (~100 B per row of the previous snapshot, ~130 B per row of
+#: the report on local disk) up to this many rows of a side, and lz4-compressed beyond.
+SPILL_PLAIN_ROWS = 4_000_000
+SPILL_PLAIN_OPTIONS = pa.ipc.IpcWriteOptions(compression=None)
 #: the snapshot: keys and fingerprints are unique per row, so dictionary encoding only costs time
-#: (written and read back ~3x faster without it, and no bigger once zstd-compressed).
-SNAPSHOT_PARQUET: dict[str, Any] = {"compression": "zstd", "use_dictionary": False}
+#: (written and read back ~3x faster without it, and no bigger once zstd-compressed); nothing reads
+#: its min/max statistics, which cost ~10% of the writing (string comparisons over every key).
+SNAPSHOT_PARQUET: dict[str, Any] = {"compression": "zstd", "use_dictionary": False, "write_statistics": False}
 #: a key range of the report over this many times `partition_rows` (the previous report's ranges no
 #: longer fit: a bulk upload into one prefix since) is cut again by a sample of its own keys.
 OVERSIZED_RANGE = 3
@@ -134,8 +139,10 @@ class SpillFiles:
     Slices are buffered (SPILL_BUFFER_BYTES in all) and written as one batch per range, so a range's
     file holds few, large batches whatever the number of ranges."""
 
-    def __init__(self, folder: Path, name: str, schema: pa.Schema, ranges: int):
+    def __init__(self, folder: Path, name: str, schema: pa.Schema, ranges: int, rows: int = 0):
+        """`rows`: about how many rows will be spilled in all (picks the compression)."""
         _allow_open_files(ranges)
+        self.options = spill_options(rows)
         folder.mkdir(parents=True, exist_ok=True)
         self.paths = [folder / f"{name}-{index:05d}.arrow" for index in range(ranges)]
         self.schema = schema
@@ -158,7 +165,7 @@ class SpillFiles:
                 continue
             writer = self._writers[index]
             if writer is None:
-                writer = self._writers[index] = pa.ipc.new_file(str(self.paths[index]), self.schema, options=SPILL_OPTIONS)
+                writer = self._writers[index] = pa.ipc.new_file(str(self.paths[index]), self.schema, options=self.options)
             writer.write_table(pa.Table.from_batches(pending, schema=self.schema).combine_chunks())
             pending.clear()
         self._pending_bytes = 0
@@ -246,35 +253,29 @@ class KeySample:
         return sorted(set(pc.take(sample, pa.array(positions, pa.int64())).to_pylist()))
 
 
-def key_range_ids(keys: pa.Array, boundaries: list[str]) -> np.ndarray:
-    """The key range of each key: how many boundaries are <= it. A binary search run for all keys at
-    once, log2(ranges) rounds of one columnar comparison each."""
-    low = np.zeros(len(keys), dtype=np.int64)
-    high = np.full(len(keys), len(boundaries), dtype=np.int64)
-    cuts = pa.array(boundaries, pa.string())
-    for _ in range(max(1, len(boundaries)).bit_length()):
-        middle = (low + high) // 2
-        # where low == high the search is over; comparing with a clipped middle changes nothing there
-        probe = pc.take(cuts, pa.array(np.minimum(middle, len(boundaries) - 1)))
-        above = pc.greater_equal(keys, probe).to_numpy(zero_copy_only=False) & (low < high)
-        below = ~above & (low < high)
-        low = np.where(above, middle + 1, low)
-        high = np.where(below, middle, high)
-    return low
-
-
 def split_by_key_range(batch: pa.RecordBatch, boundaries: list[str]) -> Iterator[tuple[int, pa.RecordBatch]]:
-    """Cut `batch` at the boundaries: (range index, its rows in batch order), non-empty ones only."""
-    if not boundaries:
-        if batch.num_rows:
-            yield 0, batch
+    """Cut `batch` at the boundaries: (range index, its rows in key order), non-empty ones only.
+
+    One stable sort of the boundaries followed by the keys: a key's range is the number of boundaries
+    sorted before it (a key equal to a boundary comes after it, in the range above), and the sorted
+    batch is already cut into contiguous ranges. Cheaper than a binary search of the boundaries
+    (a copy of the keys per round), and each range gets its rows sorted."""
+    rows = batch.num_rows
+    if not rows:
         return
-    ids = key_range_ids(batch.column("key"), boundaries)
-    counts = np.bincount(ids, minlength=len(boundaries) + 1)
-    if counts.max() == batch.num_rows:
+    if not boundaries:
+        yield 0, batch
+        return
+    cuts = len(boundaries)
+    keys = batch.column("key")
+    order = pc.sort_indices(pa.concat_arrays([pa.array(boundaries, keys.type), keys])).to_numpy()
+    is_cut = order < cuts
+    ids = np.cumsum(is_cut)[~is_cut]
+    counts = np.bincount(ids, minlength=cuts + 1)
+    if counts.max() == rows:
         yield int(ids[0]), batch
         return
-    batch = batch.take(pa.array(np.argsort(ids, kind="stable")))
+    batch = batch.take(pa.array(order[~is_cut] - cuts))
     start = 0
     for index, count in enumerate(counts.tolist()):
         if count:
@@ -368,26 +369,25 @@ def _diff_sampled(
     runs_path = workdir / "report-runs.arrow"
     # at least ~64 sampled keys per range, so the ranges come out about even
     sample = KeySample(min(SAMPLE_STRIDE, max(1, partition_rows // 64)))
-    with pa.ipc.new_file(str(runs_path), ROW_SCHEMA, options=SPILL_OPTIONS) as runs:
+    with SpillStream(runs_path, ROW_SCHEMA) as runs:
         for batch in batches:
             if batch.num_rows:
                 sample.add(batch.column("key"))
-                runs.write_batch(batch)
+                runs.write(batch)
     out.result.rows += sample.rows
     boundaries = sample.boundaries(key_range_count(sample.rows, partition_rows))
     ranges = len(boundaries) + 1
 
-    current = SpillFiles(workdir / "current", "range", ROW_SCHEMA, ranges)
-    with pa.OSFile(str(runs_path)) as source:
-        reader = pa.ipc.open_file(source)
-        for position in range(reader.num_record_batches):
-            for index, rows in split_by_key_range(reader.get_batch(position), boundaries):
-                current.add(index, rows)
+    current = SpillFiles(workdir / "current", "range", ROW_SCHEMA, ranges, sample.rows)
+    for batch in runs.batches():
+        for index, rows in split_by_key_range(batch, boundaries):
+            current.add(index, rows)
     current.close()
-    out.result.spill_bytes += runs_path.stat().st_size
-    runs_path.unlink()
+    out.result.spill_bytes += runs.bytes()
+    runs.remove()
 
-    before = SpillFiles(workdir / "previous", "range", SNAPSHOT_SCHEMA, ranges)
+    # the previous report is about the size of this one
+    before = SpillFiles(workdir / "previous", "range", SNAPSHOT_SCHEMA, ranges, sample.rows)
     for batch in previous or ():
         for index, rows in split_by_key_range(_snapshot_batch(batch), boundaries):
             before.add(index, rows)
@@ -415,7 +415,8 @@ def _diff_on_previous_ranges(
     one prefix since the previous report) is cut again by a sample of its own keys."""
     boundaries = previous.boundaries
     ranges = len(boundaries) + 1
-    current = SpillFiles(workdir / "current", "range", ROW_SCHEMA, ranges)
+    # the report is about the size of the previous one
+    current = SpillFiles(workdir / "current", "range", ROW_SCHEMA, ranges, previous.rows)
     for batch in batches:
         out.result.rows += batch.num_rows
         for index, rows in split_by_key_range(batch, boundaries):
@@ -438,31 +439,91 @@ def _diff_on_previous_ranges(
 def _diff_range_against(current: SpillFiles, index: int, previous_rows: list[pa.RecordBatch]) -> tuple[pa.Table, InventoryDiff]:
     rows = current.read(index).combine_chunks()
     current.remove(index)
-    return rows, diff_key_range(rows, previous_rows)
+    # one chunk: `diff_key_range` builds a hash table of each chunk's keys and looks every report key
+    # up in each; the range is ~partition_rows previous rows, so holding them at once is bounded
+    previous = pa.Table.from_batches(previous_rows, schema=SNAPSHOT_SCHEMA).combine_chunks()
+    return rows, diff_key_range(rows, [previous])
+
+
+class SpillStream:
+    """Batches appended to local Arrow files and read back in the same order: uncompressed for the
+    first SPILL_PLAIN_ROWS rows, then in a second, lz4-compressed file, so a small report costs no
+    compression and a big one no more disk than with lz4 throughout."""
+
+    def __init__(self, path: Path, schema: pa.Schema):
+        self.path = path
+        self.schema = schema
+        self.paths: list[Path] = []
+        self.rows = 0
+        self._writer: pa.ipc.RecordBatchFileWriter | None = None
+        self._compressed = False
+
+    def __enter__(self) -> SpillStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        if self._writer is None or (not self._compressed and self.rows >= SPILL_PLAIN_ROWS):
+            self.close()
+            self._compressed = self.rows >= SPILL_PLAIN_ROWS
+            path = self.path.with_name(f"{self.path.stem}-{len(self.paths)}{self.path.suffix}")
+            self.paths.append(path)
+            options = SPILL_OPTIONS if self._compressed else SPILL_PLAIN_OPTIONS
+            self._writer = pa.ipc.new_file(str(path), self.schema, options=options)
+        self._writer.write_batch(batch)
+        self.rows += batch.num_rows
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+    def batches(self) -> Iterator[pa.RecordBatch]:
+        for path in self.paths:
+            with pa.OSFile(str(path)) as source:
+                reader = pa.ipc.open_file(source)
+                for position in range(reader.num_record_batches):
+                    yield reader.get_batch(position)
+
+    def bytes(self) -> int:
+        return sum(path.stat().st_size for path in self.paths)
+
+    def remove(self) -> None:
+        for path in self.paths:
+            path.unlink(missing_ok=True)
+
+
+def spill_options(rows: int) -> pa.ipc.IpcWriteOptions:
+    """How to write spill files that will hold about `rows` rows in all."""
+    return SPILL_OPTIONS if rows > SPILL_PLAIN_ROWS else SPILL_PLAIN_OPTIONS
 
 
 class PreviousSpill:
-    """The previous snapshot's (key, fingerprint) rows in one local Arrow file, as they came, with
+    """The previous snapshot's (key, fingerprint) rows in local Arrow files, as they came, with
     whether they came sorted by key and, if so, the keys at every `partition_rows`-th row."""
 
-    def __init__(self, path: Path, rows: int, is_sorted: bool, boundaries: list[str]):
-        self.path = path
+    def __init__(self, spill: SpillStream, rows: int, is_sorted: bool, boundaries: list[str]):
+        self.spill = spill
         self.rows = rows
         self.sorted = is_sorted
         self.boundaries = boundaries
 
     @classmethod
     def write(cls, previous: Iterable[pa.RecordBatch], path: Path, partition_rows: int) -> PreviousSpill:
-        rows, is_sorted, last = 0, True, None
+        rows, is_sorted, first, last = 0, True, None, None
         boundaries: list[str] = []
         next_cut = partition_rows
-        with pa.ipc.new_file(str(path), SNAPSHOT_SCHEMA, options=SPILL_OPTIONS) as spill:
+        with SpillStream(path, SNAPSHOT_SCHEMA) as spill:
             for raw in previous:
                 batch = _snapshot_batch(raw)
                 count = batch.num_rows
                 if not count:
                     continue
                 keys = batch.column("key")
+                if first is None:
+                    first = keys[0].as_py()
                 if is_sorted:
                     is_sorted = (last is None or last <= keys[0].as_py()) and (
                         count == 1 or pc.all(pc.less_equal(keys.slice(0, count - 1), keys.slice(1))).as_py() is not False
@@ -475,17 +536,14 @@ class PreviousSpill:
                         boundaries.append(cut)
                     next_cut += partition_rows
                 rows += count
-                spill.write_batch(batch)
+                spill.write(batch)
                 release_memory()  # the Parquet reader's freed pages: ~100 MiB resident for a 3M-row snapshot
-        if boundaries and boundaries[0] <= _first_key(path):
+        if boundaries and first is not None and boundaries[0] <= first:
             boundaries.pop(0)  # every row would be above it: an empty first range
-        return cls(path, rows, is_sorted, boundaries if is_sorted else [])
+        return cls(spill, rows, is_sorted, boundaries if is_sorted else [])
 
     def batches(self) -> Iterator[pa.RecordBatch]:
-        with pa.OSFile(str(self.path)) as source:
-            reader = pa.ipc.open_file(source)
-            for position in range(reader.num_record_batches):
-                yield reader.get_batch(position)
+        return self.spill.batches()
 
     def ranges(self, boundaries: list[str]) -> Iterator[list[pa.RecordBatch]]:
         """The rows of each key range in order, `len(boundaries) + 1` lists (sorted spill only)."""
@@ -508,13 +566,7 @@ class PreviousSpill:
             yield []
 
     def remove(self) -> None:
-        self.path.unlink(missing_ok=True)
-
-
-def _first_key(path: Path) -> str:
-    with pa.OSFile(str(path)) as source:
-        reader = pa.ipc.open_file(source)
-        return reader.get_batch(0).column("key")[0].as_py() if reader.num_record_batches else ""
+        self.spill.remove()
 
 
 class _DiffOutput:
