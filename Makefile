@@ -27,8 +27,9 @@ format: $(BIN)/.installed
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+# `make bench` (under 30 min on 2 cores); `make bench BIG=1` adds the 1M-key bucket and the 10M-row inventory
 bench: $(BIN)/.installed
-	$(BIN)/python -m benchmarks
+	$(BIN)/python -m benchmarks $(if $(BIG),--big)
 
 # the chaos soak: `make chaos ROUNDS=40 SEED=7` (SCENARIOS="sync-list sync-events bundle" by default)
 ROUNDS ?= 30

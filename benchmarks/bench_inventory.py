@@ -589,8 +589,10 @@ def main(argv: list[str]) -> dict[str, Any]:
     parser = argparse.ArgumentParser(prog="bench_inventory")
     parser.add_argument("--variant", choices=sorted(VARIANTS))
     parser.add_argument("--dir")
+    # `python -m benchmarks --big` adds the 10,000,000-row report
+    sizes = (*SIZES, 10_000_000) if os.environ.get("BENCH_BIG") == "1" else SIZES
     parser.add_argument(
-        "--rows", default=",".join(str(size) for size in SIZES), help="report sizes, comma-separated (10000000: ~10 min, 2 GB of disk)"
+        "--rows", default=",".join(str(size) for size in sizes), help="report sizes, comma-separated (10000000: ~10 min, 2 GB of disk)"
     )
     parser.add_argument("--repeat", type=int, default=2, help="interleaved rounds of the timed variants; medians are reported")
     args = parser.parse_args(argv)

@@ -70,3 +70,23 @@ def test_state_store_json(request, store_name: str) -> None:
     state.put_json("wf/cursor.json", {"b": 1, "a": [1, 2]})
     assert state.get_json("wf/cursor.json") == {"a": [1, 2], "b": 1}
     assert list(state.keys("wf/")) == ["wf/cursor.json"]
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["2026-12-06T22:48:40.000Z", "2026-12-06T22:48:40Z", "2026-12-06T22:48:40.123456+02:00", "Sun, 06 Dec 2026 22:48:40 GMT", "1700000000"],
+)
+def test_timestamps_parse_as_botocore_parses_them(value: str) -> None:
+    from botocore.utils import parse_timestamp as botocore_timestamp
+
+    from ingest_pipelines.storage.s3 import parse_timestamp
+
+    assert parse_timestamp(value) == botocore_timestamp(value)
+
+
+def test_listing_and_head_timestamps_through_the_fast_parser(s3_store) -> None:
+    """S3's listings carry ISO 8601 times and HEAD an HTTP date: both come back as aware datetimes, the same."""
+    s3_store.put_bytes("t.txt", b"x")
+    listed = s3_store.client.list_objects_v2(Bucket="store", Prefix="p/t.txt")["Contents"][0]["LastModified"]
+    head = s3_store.client.head_object(Bucket="store", Key="p/t.txt")["LastModified"]
+    assert listed.tzinfo is not None and listed == head
