@@ -46,6 +46,8 @@ def main(argv: list[str]) -> int:
         batchSize=settings["batch_size"],
         pageSize=settings["page_size"],
         maxPagesPerTick=2,
+        # short ticks: the SQS messages a killed tick held come back after 3 x tickSeconds (15 s), not 60 s
+        tickSeconds=3,
         settleDelay=0,
         webhook=settings.get("webhook"),
         threads=8,

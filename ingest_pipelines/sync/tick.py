@@ -42,6 +42,8 @@ log = logging.getLogger(__name__)
 
 #: batches one tick commits at most; the rest waits for the next tick.
 MAX_BATCHES_PER_TICK = 5000
+#: the least time an SQS message received by a tick stays invisible (3 x tickSeconds when longer: 60 s by default)
+MIN_VISIBILITY_SECONDS = 15
 
 
 @dataclass
@@ -334,8 +336,9 @@ def _receive(sqs: Any, queue: str | None, source: ObjectStore, workflow: SyncWor
             QueueUrl=queue,
             MaxNumberOfMessages=10,
             WaitTimeSeconds=0,
-            # invisible for longer than the tick: no other tick sees them before they are deleted
-            VisibilityTimeout=int(max(60, workflow.tickSeconds * 3)),
+            # invisible for three ticks: no later tick sees them before they are deleted (one that did would find
+            # the version already in the key index: no second change). A message a killed tick held comes back then.
+            VisibilityTimeout=int(max(MIN_VISIBILITY_SECONDS, workflow.tickSeconds * 3)),
         )
         messages = resp.get("Messages", [])
         if not messages:
