@@ -7,20 +7,17 @@ import argparse
 import bisect
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from benchmarks.common import peak_rss_mib, print_ratios, timed
 from ingest_pipelines.testing import MotoServer
-from ingest_pipelines.testing.moto_server import TEST_CREDENTIALS, moto_installed
+from ingest_pipelines.testing.moto_server import TEST_CREDENTIALS
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BUCKET = "scale"
@@ -152,29 +149,21 @@ class PrefilledMoto(MotoServer):
         self.stock_listing = stock_listing
         self.build_seconds = 0.0
 
-    def start(self, timeout: float = 1800.0) -> PrefilledMoto:
-        if not moto_installed():
-            return super().start()  # raises MotoNotInstalled, which says how to get moto
-        env = {**os.environ, **TEST_CREDENTIALS}
-        env.pop("AWS_CA_BUNDLE", None)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
-        command = [sys.executable, "-c", "import sys; from benchmarks.bench_scale import serve; serve(sys.argv[1:])"]
+    def command(self) -> list[str]:
+        # the repository root on the path: the server process imports this module's serve()
+        command = [
+            sys.executable,
+            "-c",
+            f"import sys; sys.path.insert(0, {str(REPO_ROOT)!r}); from benchmarks.bench_scale import serve; serve(sys.argv[1:])",
+        ]
         command += ["--port", str(self.port), "--keys", str(self.keys), "--report", str(self.report_path)]
-        command += ["--stock-listing"] if self.stock_listing else []
-        with self.log_path.open("ab") as out:  # type: ignore[union-attr]
-            self.process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO_ROOT, start_new_session=True)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"moto server exited with code {self.process.returncode} (see {self.log_path})")
-            try:
-                with urllib.request.urlopen(f"{self.endpoint_url}/moto-api/", timeout=1):
-                    self.build_seconds = json.loads(self.report_path.read_text())["build_seconds"]
-                    return self
-            except (urllib.error.URLError, ConnectionError, OSError):
-                time.sleep(0.2)  # poll interval of a bounded wait (the fill takes ~2 min per million keys)
-        self.stop()
-        raise RuntimeError(f"moto server did not answer on {self.endpoint_url} within {timeout}s")
+        return command + (["--stock-listing"] if self.stock_listing else [])
+
+    def start(self, timeout: float = 1800.0) -> PrefilledMoto:
+        """MotoServer's start, with time for the fill (~2 min per million keys) and its report read."""
+        super().start(timeout)
+        self.build_seconds = json.loads(self.report_path.read_text())["build_seconds"]
+        return self
 
     def peak_rss_mib(self) -> float | None:
         """The server process's peak resident memory (Linux), read before it stops."""

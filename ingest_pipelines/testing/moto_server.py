@@ -55,19 +55,17 @@ class MotoServer:
     def endpoint_url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
+    def command(self) -> list[str]:
+        """The server process's command line (a subclass may serve a prepared backend instead)."""
+        return [sys.executable, "-c", "from moto.server import main; main()", "-H", self.host, "-p", str(self.port)]
+
     def start(self, timeout: float = 30.0) -> MotoServer:
         if not moto_installed():
             raise MotoNotInstalled()
         env = {**os.environ, **TEST_CREDENTIALS}
         env.pop("AWS_CA_BUNDLE", None)
         out = self.log_path.open("ab") if self.log_path else subprocess.DEVNULL
-        self.process = subprocess.Popen(
-            [sys.executable, "-c", "from moto.server import main; main()", "-H", self.host, "-p", str(self.port)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=env,
-            start_new_session=True,
-        )
+        self.process = subprocess.Popen(self.command(), stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
