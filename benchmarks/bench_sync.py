@@ -184,6 +184,12 @@ class Daemon:
         self._instance: Any = None
 
     def __enter__(self) -> Daemon:
+        import dagster as dg
+        from dagster._core.instance.ref import InstanceRef
+
+        # the storage is made here, before the daemon starts: this process reads the instance while the daemon
+        # works, and two processes creating a new SQLite storage at once can stamp its schema twice
+        dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(self.home))).dispose()
         self.started = time.time()
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(
@@ -215,11 +221,7 @@ class Daemon:
         import dagster as dg
         from dagster._core.instance.ref import InstanceRef
 
-        try:
-            instance = dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(self.home)))
-        except Exception:  # the daemon is still creating the storage (two processes creating it at once clash)
-            return None
-        with instance:
+        with dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(self.home))) as instance:
             states = [s for s in instance.all_instigator_state() if s.name == f"{self.name}__sync_sensor"]
             if not states:
                 return None
@@ -229,16 +231,12 @@ class Daemon:
     def settled(self) -> tuple[bool, float | None]:
         """Whether some run has finished and none is queued or in progress, and when the last one ended: read from
         the instance, so waiting for the copies costs the S3 server nothing (listing the mirror every 0.2 s took
-        a third of the server's CPU during a 2,000-object run). The instance is opened once the daemon has made
-        its storage (two processes creating it at once clash)."""
+        a third of the server's CPU during a 2,000-object run)."""
         import dagster as dg
         from dagster._core.instance.ref import InstanceRef
 
         if self._instance is None:
-            try:
-                self._instance = dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(self.home)))
-            except Exception:  # the daemon is still creating the storage: next poll
-                return False, None
+            self._instance = dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(self.home)))
         records = self._instance.get_run_records()
         if not records or any(not r.dagster_run.is_finished for r in records):
             return False, None
@@ -265,7 +263,7 @@ def bench_daemon_defaults(server: MotoServer, s3: Any, work: Path, objects: int)
         deadline = time.monotonic() + 600
         done = None
         while daemon.first_tick() is None and time.monotonic() < deadline:
-            time.sleep(0.5)  # the instance's storage exists once the sensor has ticked
+            time.sleep(0.5)  # poll interval of a bounded wait
         while time.monotonic() < deadline:
             time.sleep(0.2)  # poll interval of a bounded wait
             settled, ended = daemon.settled()
