@@ -171,7 +171,7 @@ def variant_ours(folder: Path) -> dict[str, Any]:
     import shutil
 
     from ingest_pipelines.inventory.batch_manifest import write_batch_manifest_batches
-    from ingest_pipelines.inventory.diff import ReportSnapshots, diff_inventory
+    from ingest_pipelines.inventory.diff import diff_inventory
     from ingest_pipelines.inventory.reader import ReadStats
 
     stats = ReadStats()
@@ -181,7 +181,7 @@ def variant_ours(folder: Path) -> dict[str, Any]:
         with timed() as diff_clock:
             diff = diff_inventory(
                 _report_batches(folder, "day2", stats, parse_clock),
-                ReportSnapshots.batches(folder / "day1.parquet"),
+                folder / "day1.parquet",
                 workdir,
                 folder / "day2.parquet",
             )

@@ -220,6 +220,56 @@ def test_sorted_previous_snapshot_cuts_the_ranges_and_gives_the_in_memory_diff(t
     assert snapshot_rows(written) == sorted(snapshot_rows(day2))
 
 
+def test_a_snapshot_file_names_its_key_ranges_and_is_read_in_place(tmp_path: Path, monkeypatch) -> None:
+    day1, day2 = two_days(seed=19)
+    run_diff(tmp_path, day1, None, partition_rows=200)
+    snapshot_file = (tmp_path / "snapshot-200.parquet").rename(tmp_path / "day1.parquet")
+    from_batches, _ = run_diff(tmp_path, day2, pq.read_table(snapshot_file), partition_rows=200)
+    # the file's metadata holds the keys at every 200th row of the sorted file, as a pass over it finds them
+    walked = diff_module.PreviousSpill.write(batches_of(pq.read_table(snapshot_file), 89), tmp_path / "walked.arrow", 200)
+    in_place = diff_module.PreviousSpill.from_snapshot(snapshot_file, 200)
+    assert in_place is not None and in_place.rows == 3000 and in_place.boundaries == walked.boundaries
+    assert len(in_place.boundaries) == 14
+
+    def no_spill(*args, **kwargs):
+        raise AssertionError("the snapshot file was spilled")
+
+    monkeypatch.setattr(diff_module.PreviousSpill, "write", no_spill)
+    result = diff_inventory(batches_of(day2, 97), snapshot_file, tmp_path / "work-file", tmp_path / "day2.parquet", partition_rows=200)
+    assert (result.new, result.changed, result.unchanged, result.deleted, result.previous_rows, result.key_ranges) == (
+        from_batches.new,
+        from_batches.changed,
+        from_batches.unchanged,
+        from_batches.deleted,
+        3000,
+        15,
+    )
+    assert candidate_keys(result) == candidate_keys(from_batches)
+    # the file is the caller's: still there
+    assert pq.read_table(snapshot_file).num_rows == 3000
+
+
+def test_a_snapshot_file_without_key_ranges_or_cut_for_other_ranges_is_spilled(tmp_path: Path) -> None:
+    day1, day2 = two_days(seed=23)
+    expected = diff_reports(day2, day1.select(["key", "fingerprint"]))
+    older = tmp_path / "older.parquet"
+    ReportSnapshots.write(day1, older)  # a snapshot of a small report, or one written before the metadata
+    run_diff(tmp_path, day1, None, partition_rows=500)
+    assert diff_module.PreviousSpill.from_snapshot(older, 200) is None
+    assert diff_module.PreviousSpill.from_snapshot(tmp_path / "snapshot-500.parquet", 200) is None
+    for number, previous in enumerate((older, tmp_path / "snapshot-500.parquet")):
+        result = diff_inventory(
+            batches_of(day2, 97), previous, tmp_path / f"work-{number}", tmp_path / f"out-{number}.parquet", partition_rows=200
+        )
+        assert (result.new, result.changed, result.unchanged, result.deleted) == (
+            expected.new,
+            expected.changed,
+            expected.unchanged,
+            expected.deleted,
+        )
+        assert result.key_ranges == 15
+
+
 def test_a_range_the_report_overfills_is_cut_again_by_its_own_keys(tmp_path: Path) -> None:
     # day 1 had 300 keys; day 2 adds 2,000 in one prefix that falls in a single range of day 1's
     day1 = report([(f"a/{i:04d}.png", "1") for i in range(300)])

@@ -6,6 +6,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import functools
+import json
 import math
 import os
 import resource
@@ -55,6 +56,9 @@ SPILL_PLAIN_OPTIONS = pa.ipc.IpcWriteOptions(compression=None)
 #: (written and read back ~3x faster without it, and no bigger once zstd-compressed); nothing reads
 #: its min/max statistics, which cost ~10% of the writing (string comparisons over every key).
 SNAPSHOT_PARQUET: dict[str, Any] = {"compression": "zstd", "use_dictionary": False, "write_statistics": False}
+#: the snapshot's Parquet key-value metadata names its key ranges (keys at every `partition_rows`-th row of the
+#: sorted file), so the next day's diff streams the file range by range with no pass over it first.
+SNAPSHOT_RANGES_KEY = "ingest_pipelines.key_ranges"
 #: a key range of the report over this many times `partition_rows` (the previous report's ranges no
 #: longer fit: a bulk upload into one prefix since) is cut again by a sample of its own keys.
 OVERSIZED_RANGE = 3
@@ -319,17 +323,19 @@ def key_range_count(rows: int, partition_rows: int = PARTITION_ROWS) -> int:
 
 def diff_inventory(
     batches: Iterable[pa.RecordBatch],
-    previous: Iterable[pa.RecordBatch] | None,
+    previous: Path | Iterable[pa.RecordBatch] | None,
     workdir: Path,
     snapshot_path: Path,
     partition_rows: int | None = None,
 ) -> InventoryDiffResult:
-    """Diff a report streamed as ROW_SCHEMA batches against the previous snapshot's batches (any order,
-    any size; None: first report) with memory bounded by `partition_rows` (default PARTITION_ROWS),
-    not by the report's size.
+    """Diff a report streamed as ROW_SCHEMA batches against the previous snapshot (its local Parquet file,
+    or its batches in any order and size; None: first report) with memory bounded by `partition_rows`
+    (default PARTITION_ROWS), not by the report's size.
 
-    The previous snapshot is spilled to a local file first. When it is sorted by key (every snapshot
-    this code writes), its keys at every `partition_rows`-th row cut the key space: the report, parsed
+    A snapshot file this code wrote is sorted by key and names its key ranges (its keys at every
+    `partition_rows`-th row) in its metadata: it is read where it is. Other previous rows are spilled to a
+    local file first, and their key ranges found on the way when they come sorted by key. Either way,
+    when the previous rows are sorted, their key ranges cut the key space: the report, parsed
     in a thread of its own, is split into one spill file per key range as it comes, and the previous
     rows of each range are read back in order, with no sample and no second pass over the report.
     Otherwise (first report, older snapshots in report order) the report is spilled whole, a sample of
@@ -342,8 +348,17 @@ def diff_inventory(
     workdir.mkdir(parents=True, exist_ok=True)
     # the previous snapshot is spilled before the report is read: reading both at once costs more peak
     # memory (two readers' buffers) than it saves time
-    spill = None if previous is None else PreviousSpill.write(previous, workdir / "previous.arrow", partition_rows)
-    with _DiffOutput(workdir / "candidates.arrow", snapshot_path) as out, prefetched(batches, PREFETCH_BATCHES, release_memory) as current:
+    spill = None
+    if isinstance(previous, Path):
+        spill = PreviousSpill.from_snapshot(previous, partition_rows)
+        if spill is None:
+            previous = ReportSnapshots.batches(previous)
+    if spill is None and previous is not None:
+        spill = PreviousSpill.write(previous, workdir / "previous.arrow", partition_rows)
+    with (
+        _DiffOutput(workdir / "candidates.arrow", snapshot_path, partition_rows) as out,
+        prefetched(batches, PREFETCH_BATCHES, release_memory) as current,
+    ):
         if spill is None or spill.rows == 0:
             _diff_sampled(current, None, workdir / "sampled", out, partition_rows)
         elif spill.sorted:
@@ -500,11 +515,57 @@ def spill_options(rows: int) -> pa.ipc.IpcWriteOptions:
     return SPILL_OPTIONS if rows > SPILL_PLAIN_ROWS else SPILL_PLAIN_OPTIONS
 
 
+class KeyCuts:
+    """The keys at every `partition_rows`-th row of rows that come in key order: the boundaries of
+    key ranges of about `partition_rows` rows (equal keys stay in one range: a boundary is a key change)."""
+
+    def __init__(self, partition_rows: int):
+        self.partition_rows = partition_rows
+        self.rows = 0
+        self._first: str | None = None
+        self._cuts: list[str] = []
+        self._next = partition_rows
+
+    def add(self, keys: pa.Array | pa.ChunkedArray) -> None:
+        count = len(keys)
+        if not count:
+            return
+        if self._first is None:
+            self._first = keys[0].as_py()
+        while self._next < self.rows + count:
+            cut = keys[self._next - self.rows].as_py()
+            if not self._cuts or cut > self._cuts[-1]:
+                self._cuts.append(cut)
+            self._next += self.partition_rows
+        self.rows += count
+
+    def boundaries(self) -> list[str]:
+        cuts = list(self._cuts)
+        if cuts and self._first is not None and cuts[0] <= self._first:
+            cuts.pop(0)  # every row would be above it: an empty first range
+        return cuts
+
+
+class _SnapshotFile:
+    """A local snapshot file read where it is, in place of a spill of it."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def batches(self) -> Iterator[pa.RecordBatch]:
+        for batch in ReportSnapshots.batches(self.path):
+            yield _snapshot_batch(batch)
+            release_memory()  # the Parquet reader's freed pages
+
+    def remove(self) -> None:
+        """Nothing to remove: the file is the caller's."""
+
+
 class PreviousSpill:
     """The previous snapshot's (key, fingerprint) rows in local Arrow files, as they came, with
     whether they came sorted by key and, if so, the keys at every `partition_rows`-th row."""
 
-    def __init__(self, spill: SpillStream, rows: int, is_sorted: bool, boundaries: list[str]):
+    def __init__(self, spill: SpillStream | _SnapshotFile, rows: int, is_sorted: bool, boundaries: list[str]):
         self.spill = spill
         self.rows = rows
         self.sorted = is_sorted
@@ -512,9 +573,8 @@ class PreviousSpill:
 
     @classmethod
     def write(cls, previous: Iterable[pa.RecordBatch], path: Path, partition_rows: int) -> PreviousSpill:
-        rows, is_sorted, first, last = 0, True, None, None
-        boundaries: list[str] = []
-        next_cut = partition_rows
+        rows, is_sorted, last = 0, True, None
+        cuts = KeyCuts(partition_rows)
         with SpillStream(path, SNAPSHOT_SCHEMA) as spill:
             for raw in previous:
                 batch = _snapshot_batch(raw)
@@ -522,25 +582,30 @@ class PreviousSpill:
                 if not count:
                     continue
                 keys = batch.column("key")
-                if first is None:
-                    first = keys[0].as_py()
                 if is_sorted:
                     is_sorted = (last is None or last <= keys[0].as_py()) and (
                         count == 1 or pc.all(pc.less_equal(keys.slice(0, count - 1), keys.slice(1))).as_py() is not False
                     )
+                    if is_sorted:
+                        cuts.add(keys)
                 last = keys[count - 1].as_py()
-                while is_sorted and next_cut < rows + count:
-                    cut = keys[next_cut - rows].as_py()
-                    # equal keys stay in one range: a boundary is a key change
-                    if not boundaries or cut > boundaries[-1]:
-                        boundaries.append(cut)
-                    next_cut += partition_rows
                 rows += count
                 spill.write(batch)
                 release_memory()  # the Parquet reader's freed pages: ~100 MiB resident for a 3M-row snapshot
-        if boundaries and first is not None and boundaries[0] <= first:
-            boundaries.pop(0)  # every row would be above it: an empty first range
-        return cls(spill, rows, is_sorted, boundaries if is_sorted else [])
+        return cls(spill, rows, is_sorted, cuts.boundaries() if is_sorted else [])
+
+    @classmethod
+    def from_snapshot(cls, path: Path, partition_rows: int) -> PreviousSpill | None:
+        """A snapshot file this code wrote (sorted, its key ranges in its metadata), read where it is:
+        no spill and no pass over it before the report. None: an older snapshot, or other ranges."""
+        metadata = pq.ParquetFile(str(path)).metadata
+        raw = (metadata.metadata or {}).get(SNAPSHOT_RANGES_KEY.encode())
+        if raw is None:
+            return None
+        ranges = json.loads(raw)
+        if ranges.get("partitionRows") != partition_rows:
+            return None
+        return cls(_SnapshotFile(path), metadata.num_rows, True, list(ranges["boundaries"]))
 
     def batches(self) -> Iterator[pa.RecordBatch]:
         return self.spill.batches()
@@ -574,7 +639,7 @@ class _DiffOutput:
     counts. Ranges are diffed in a small thread pool (pyarrow releases the GIL) and written in the
     order they were submitted."""
 
-    def __init__(self, candidates_path: Path, snapshot_path: Path):
+    def __init__(self, candidates_path: Path, snapshot_path: Path, partition_rows: int = PARTITION_ROWS):
         self.result = InventoryDiffResult(
             rows=0,
             new=0,
@@ -588,6 +653,8 @@ class _DiffOutput:
             key_ranges=0,
         )
         self.snapshot_path = snapshot_path
+        #: the snapshot is written in key order: its key ranges go in its metadata for the next day's diff
+        self._cuts = KeyCuts(partition_rows)
         self._pending: collections.deque[Future[tuple[pa.Table, InventoryDiff]]] = collections.deque()
 
     def __enter__(self) -> _DiffOutput:
@@ -601,6 +668,8 @@ class _DiffOutput:
         try:
             if exc[0] is None:
                 self.drain()
+                ranges = {"partitionRows": self._cuts.partition_rows, "boundaries": self._cuts.boundaries()}
+                self._snapshot.add_key_value_metadata({SNAPSHOT_RANGES_KEY: json.dumps(ranges)})
         finally:
             for future in self._pending:
                 future.cancel()
@@ -628,6 +697,7 @@ class _DiffOutput:
         result.key_ranges += 1
         result.range_rows_max = max(result.range_rows_max, snapshot.num_rows)
         if snapshot.num_rows:
+            self._cuts.add(snapshot.column("key"))
             self._snapshot.write_table(snapshot)
         result.new += diff.new
         result.changed += diff.changed

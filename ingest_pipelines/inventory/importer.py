@@ -188,9 +188,9 @@ class InventoryImport:
         manifest = load_manifest(self.client, self.store.bucket, ref)
         stats = ReadStats()
         previous_stamp = self.snapshots.previous(ref)
-        previous = None
+        previous: Path | None = None
         if previous_stamp:
-            previous = self.snapshots.batches(self.snapshots.download(ref, previous_stamp, workdir / "previous.parquet"))
+            previous = self.snapshots.download(ref, previous_stamp, workdir / "previous.parquet")
         snapshot_path = workdir / "snapshot.parquet"
         # streamed: the report, the previous snapshot and the candidates stay on local disk; memory
         # holds one key range (diff.PARTITION_ROWS rows) of the report at a time
