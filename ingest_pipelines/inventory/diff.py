@@ -825,8 +825,11 @@ class ReportSnapshots:
 
     @staticmethod
     def batches(path: Path) -> Iterator[pa.RecordBatch]:
-        """A downloaded snapshot's (key, fingerprint) rows, SNAPSHOT_BATCH_ROWS at a time."""
-        yield from pq.ParquetFile(str(path)).iter_batches(batch_size=SNAPSHOT_BATCH_ROWS, columns=SNAPSHOT_COLUMNS)
+        """A downloaded snapshot's (key, fingerprint) rows, SNAPSHOT_BATCH_ROWS at a time. Read by the calling
+        thread, without pre-buffering: read while the key ranges are diffed, the default reader (pre-buffered,
+        Arrow's thread pool) held ~50 MiB more at 10M rows (306 MiB peak) and was no faster."""
+        parquet = pq.ParquetFile(str(path), pre_buffer=False)
+        yield from parquet.iter_batches(batch_size=SNAPSHOT_BATCH_ROWS, columns=SNAPSHOT_COLUMNS, use_threads=False)
 
     def load(self, ref: ReportRef, timestamp: str) -> pa.Table:
         """A whole snapshot in memory (small reports and tests; imports stream it with `batches`)."""
