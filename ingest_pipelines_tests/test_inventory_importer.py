@@ -280,6 +280,12 @@ def test_a_previous_snapshot_in_the_old_single_file_format_is_diffed_against(sce
     # day 2's snapshot is in the new layout: sorted by key
     keys = snapshots.load(second_ref, "2024-05-02T01-00Z").column("key").to_pylist()
     assert keys == sorted(keys) and len(keys) == 6
+    # ... and names its key ranges, so day 3 reads it in place
+    from ingest_pipelines.inventory.diff import PARTITION_ROWS, PreviousSpill
+
+    downloaded = snapshots.download(second_ref, "2024-05-02T01-00Z", scene.tmp_path / "day2.parquet")
+    in_place = PreviousSpill.from_snapshot(downloaded, PARTITION_ROWS)
+    assert in_place is not None and in_place.rows == 6 and in_place.boundaries == []
 
 
 def test_spill_dir_holds_the_run_s_temp_files_and_is_left_empty(scene: InventoryScene, tmp_path) -> None:
