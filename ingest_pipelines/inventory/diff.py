@@ -41,8 +41,10 @@ PARTITION_ROWS = 64_000
 #: the sample outgrows MAX_SAMPLES, so the sample stays small whatever the report's size.
 SAMPLE_STRIDE = 256
 MAX_SAMPLES = 200_000
-#: spilled batches are buffered up to this many bytes, then written one batch per key range.
-SPILL_BUFFER_BYTES = 8 * 1024 * 1024
+#: spilled batches are buffered up to this many bytes, then written one batch per key range. At 10M rows
+#: (157 ranges) 16 MiB split the report in ~15% less time than 8 MiB for the same peak (the range
+#: phase's, ~250 MiB); 32 MiB gained ~7% more for +14 MiB.
+SPILL_BUFFER_BYTES = 16 * 1024 * 1024
 #: rows of the previous snapshot read at a time.
 SNAPSHOT_BATCH_ROWS = 65_536
 #: spill files are local and read once; lz4 makes them ~4x smaller (GBs for a 100M-object report)
