@@ -181,15 +181,15 @@ class Daemon:
         self.name = name
         self.log = work / f"daemon-{name}.log"
         self.process: subprocess.Popen[bytes] | None = None
-        self._instance: Any = None
+        self.instance: Any = None
 
     def __enter__(self) -> Daemon:
         import dagster as dg
         from dagster._core.instance.ref import InstanceRef
 
-        # the storage is made here, before the daemon starts: this process reads the instance while the daemon
-        # works, and two processes creating a new SQLite storage at once can stamp its schema twice
-        dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(self.home))).dispose()
+        # the instance this process reads is opened (its storage made) before the daemon starts: two processes
+        # creating a new SQLite storage at once can stamp its schema twice
+        self.instance = dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(self.home)))
         self.started = time.time()
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(
@@ -205,8 +205,8 @@ class Daemon:
     def __exit__(self, *exc: object) -> None:
         import signal
 
-        if self._instance is not None:
-            self._instance.dispose()
+        if self.instance is not None:
+            self.instance.dispose()
 
         if self.process and self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGTERM)
@@ -218,36 +218,23 @@ class Daemon:
 
     def first_tick(self) -> float | None:
         """When the workflow's sensor first ticked (unix seconds), from the instance."""
-        import dagster as dg
-        from dagster._core.instance.ref import InstanceRef
-
-        with dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(self.home))) as instance:
-            states = [s for s in instance.all_instigator_state() if s.name == f"{self.name}__sync_sensor"]
-            if not states:
-                return None
-            ticks = instance.get_ticks(states[0].instigator_origin_id, states[0].selector_id)
-            return min((t.timestamp for t in ticks), default=None)
+        states = [s for s in self.instance.all_instigator_state() if s.name == f"{self.name}__sync_sensor"]
+        if not states:
+            return None
+        ticks = self.instance.get_ticks(states[0].instigator_origin_id, states[0].selector_id)
+        return min((t.timestamp for t in ticks), default=None)
 
     def settled(self) -> tuple[bool, float | None]:
         """Whether some run has finished and none is queued or in progress, and when the last one ended: read from
         the instance, so waiting for the copies costs the S3 server nothing (listing the mirror every 0.2 s took
         a third of the server's CPU during a 2,000-object run)."""
-        import dagster as dg
-        from dagster._core.instance.ref import InstanceRef
-
-        if self._instance is None:
-            self._instance = dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(self.home)))
-        records = self._instance.get_run_records()
+        records = self.instance.get_run_records()
         if not records or any(not r.dagster_run.is_finished for r in records):
             return False, None
         return True, max((r.end_time or 0.0) for r in records) or None
 
     def runs(self) -> int:
-        import dagster as dg
-        from dagster._core.instance.ref import InstanceRef
-
-        with dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(self.home))) as instance:
-            return len(instance.get_run_records())
+        return len(self.instance.get_run_records())
 
 
 def bench_daemon_defaults(server: MotoServer, s3: Any, work: Path, objects: int) -> dict[str, Any]:
