@@ -348,8 +348,8 @@ def diff_inventory(
     """
     partition_rows = partition_rows or PARTITION_ROWS
     workdir.mkdir(parents=True, exist_ok=True)
-    # the previous snapshot is spilled before the report is read: reading both at once costs more peak
-    # memory (two readers' buffers) than it saves time
+    # previous rows that must be spilled are spilled before the report is read: reading both at once costs
+    # more peak memory (two readers' buffers) than it saves time
     spill = None
     if isinstance(previous, Path):
         spill = PreviousSpill.from_snapshot(previous, partition_rows)
@@ -564,8 +564,9 @@ class _SnapshotFile:
 
 
 class PreviousSpill:
-    """The previous snapshot's (key, fingerprint) rows in local Arrow files, as they came, with
-    whether they came sorted by key and, if so, the keys at every `partition_rows`-th row."""
+    """The previous snapshot's (key, fingerprint) rows, in local Arrow files as they came or in the
+    snapshot file itself, with whether they are sorted by key and, if so, the keys at every
+    `partition_rows`-th row."""
 
     def __init__(self, spill: SpillStream | _SnapshotFile, rows: int, is_sorted: bool, boundaries: list[str]):
         self.spill = spill
