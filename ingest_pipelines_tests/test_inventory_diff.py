@@ -322,3 +322,39 @@ def test_leaving_early_closes_the_reader_in_its_thread() -> None:
     with diff_module.prefetched(endless(), 2) as items:
         assert next(items) == 1
     assert closed == [True]
+
+
+def test_freed_memory_is_handed_back_only_once_a_diff_holds_its_budget_more(tmp_path: Path, monkeypatch) -> None:
+    released: list[int] = []
+
+    class Pool:
+        def release_unused(self) -> None:
+            released.append(1)
+
+    def resident(at_start: int, later: int):
+        """The resident size: `at_start` when first read (the diff's baseline), `later` after."""
+        sizes = iter([at_start])
+        return lambda: next(sizes, later)
+
+    monkeypatch.setattr(pa, "default_memory_pool", Pool)
+    day1, day2 = two_days(seed=23)
+    _, previous = run_diff(tmp_path, day1, None, partition_rows=200)
+    baseline = 500 * 2**20
+
+    # outside a diff: handed back at every call
+    released.clear()
+    monkeypatch.setattr(diff_module, "resident_bytes", lambda: baseline + 10 * diff_module.RETAINED_BYTES)
+    diff_module.release_memory()
+    assert len(released) == 1
+
+    # a diff (15 key ranges) holding its whole budget more than at its start: nothing handed back
+    released.clear()
+    report_batches = batches_of(day2, 97)
+    monkeypatch.setattr(diff_module, "resident_bytes", resident(baseline, baseline + diff_module.RETAINED_BYTES))
+    result = diff_inventory(report_batches, batches_of(previous, 89), tmp_path / "work-a", tmp_path / "a.parquet", partition_rows=200)
+    assert result.key_ranges == 15 and released == []
+
+    # a byte over it: handed back as the diff goes (after each report batch, read and split, and each range)
+    monkeypatch.setattr(diff_module, "resident_bytes", resident(baseline, baseline + diff_module.RETAINED_BYTES + 1))
+    diff_inventory(report_batches, batches_of(previous, 89), tmp_path / "work-b", tmp_path / "b.parquet", partition_rows=200)
+    assert len(released) >= 2 * len(report_batches) + 15
