@@ -184,12 +184,9 @@ class Daemon:
         self.instance: Any = None
 
     def __enter__(self) -> Daemon:
-        import dagster as dg
-        from dagster._core.instance.ref import InstanceRef
+        from ingest_pipelines.defs.instance_storage import open_instance
 
-        # the instance this process reads is opened (its storage made) before the daemon starts: two processes
-        # creating a new SQLite storage at once can stamp its schema twice
-        self.instance = dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(self.home)))
+        self.instance = open_instance(self.home)
         self.started = time.time()
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(

@@ -24,8 +24,8 @@ from typing import Any
 
 import dagster as dg
 import yaml
-from dagster._core.instance.ref import InstanceRef
 
+from ingest_pipelines.defs.instance_storage import open_instance
 from ingest_pipelines_tests.conftest import REPO_ROOT
 from ingest_pipelines_tests.deploy_fixtures import BIN, ProcessGroup, child_env, project_instance_yaml
 
@@ -239,7 +239,7 @@ class SyncChaos:
             self.mutate()
         self.start_daemon()
         try:
-            with dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(self.home))) as instance:
+            with open_instance(self.home) as instance:
                 for _ in range(self.settings.rounds):
                     self.mutate()
                     time.sleep(self.rng.uniform(*self.settings.pause))  # chaos timing, not a wait for a condition
