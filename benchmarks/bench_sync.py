@@ -150,7 +150,8 @@ def bench_in_process(server: MotoServer, s3: Any, work: Path, objects: int, name
     defs = build_definitions(load_config(config_path))
     sensor = defs.resolve_sensor_def(f"{name}__sync_sensor")
     runs = 0
-    with dg.DagsterInstance.get() as instance, timed() as t:
+    with dg.DagsterInstance.get() as instance:
+        started = time.perf_counter()
         cursor = None
         while True:
             with dg.build_sensor_context(
@@ -164,10 +165,13 @@ def bench_in_process(server: MotoServer, s3: Any, work: Path, objects: int, name
                 result = defs.resolve_job_def(request.job_name).execute_in_process(instance=instance, tags=request.tags)
                 assert result.success
                 runs += 1
+            # the copies are done when the tick and its runs are: the listing that checks it is not timed (the
+            # baselines' checks are not either)
+            seconds = time.perf_counter() - started
             if _count(s3, bucket) >= objects:
                 break
     _drop(s3, bucket)
-    return objects / t["seconds"], {"runs": runs, "seconds": round(t["seconds"], 2)}
+    return objects / seconds, {"runs": runs, "seconds": round(seconds, 2)}
 
 
 class Daemon:
