@@ -1,4 +1,5 @@
-"""The project's dagster.yaml: processes started together on a new DAGSTER_HOME all open its SQLite storage."""
+"""LockedSqliteStorage (docs/configuration.md): processes started together on a new DAGSTER_HOME all open the
+SQLite storage; the shipped dagster.yaml keeps Dagster's default storage, which `dg` uses without DAGSTER_HOME."""
 
 from __future__ import annotations
 
@@ -27,6 +28,20 @@ with dg.DagsterInstance.get() as instance:
 """
 
 OPENERS = 6
+#: the block docs/configuration.md has a service add to the project's dagster.yaml
+LOCKED_STORAGE = {
+    "custom": {
+        "module": "ingest_pipelines.defs.instance_storage",
+        "class": "LockedSqliteStorage",
+        "config": {"dagster_home": {"env": "DAGSTER_HOME"}},
+    }
+}
+
+
+def locked_instance_yaml() -> str:
+    document = yaml.safe_load((REPO_ROOT / "dagster.yaml").read_text())
+    assert "storage" not in document  # the shipped file keeps Dagster's default storage
+    return yaml.safe_dump({"storage": LOCKED_STORAGE, **document}, sort_keys=False)
 
 
 def open_together(home: Path, go: Path) -> list[subprocess.CompletedProcess[str]]:
@@ -56,10 +71,10 @@ def schema_versions(home: Path) -> dict[str, int]:
 
 
 @pytest.mark.parametrize("round_", range(2))
-def test_processes_started_together_on_a_new_home_all_open_the_storage(tmp_path: Path, round_: int) -> None:
+def test_processes_started_together_on_a_new_home_all_open_the_locked_storage(tmp_path: Path, round_: int) -> None:
     home = tmp_path / "dagster_home"
     home.mkdir()
-    (home / "dagster.yaml").write_text((REPO_ROOT / "dagster.yaml").read_text())
+    (home / "dagster.yaml").write_text(locked_instance_yaml())
     done = open_together(home, tmp_path / "go")
     failed = [result.stderr[-1500:] for result in done if result.returncode != 0]
     assert not failed, failed[0]
@@ -71,7 +86,6 @@ def test_processes_started_together_on_a_new_home_all_open_the_storage(tmp_path:
     plain = tmp_path / "plain_home"
     plain.mkdir()
     document = yaml.safe_load((REPO_ROOT / "dagster.yaml").read_text())
-    del document["storage"]
     (plain / "dagster.yaml").write_text(yaml.safe_dump({**document, "storage": {"sqlite": {"base_dir": str(home / "storage")}}}))
     check = subprocess.run(
         [sys.executable, "-c", "import dagster as dg\nwith dg.DagsterInstance.get() as i: print(len(i.get_runs()))"],

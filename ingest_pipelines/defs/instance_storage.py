@@ -1,4 +1,6 @@
-"""The embedded instance's storage: Dagster's SQLite storage in `$DAGSTER_HOME/storage`, opened under a lock.
+"""An opt-in storage for the embedded instance: Dagster's SQLite storage in `$DAGSTER_HOME/storage`, opened
+under a lock (docs/configuration.md; not in the shipped dagster.yaml: `dagster dev` and `dg` without
+DAGSTER_HOME read that file for a temporary instance, where this storage has no home to find).
 
 Dagster's SQLite storage creates its tables and stamps their schema version when a process first opens a
 new folder. Two processes doing that at once (the daemon, the webserver and `ingest-pipelines serve` started
