@@ -62,7 +62,7 @@ def open_together(home: Path, go: Path) -> list[subprocess.CompletedProcess[str]
 def schema_versions(home: Path) -> dict[str, int]:
     """Rows of alembic_version in each SQLite database of the storage (one: a single schema head)."""
     found = {}
-    for db in sorted((home / "storage").rglob("*.db")):
+    for db in sorted(home.rglob("*.db")):
         with sqlite3.connect(db) as connection:
             tables = {row[0] for row in connection.execute("select name from sqlite_master where type='table'")}
             if "alembic_version" in tables:
@@ -80,21 +80,23 @@ def test_processes_started_together_on_a_new_home_all_open_the_locked_storage(tm
     assert not failed, failed[0]
     assert {result.stdout.strip() for result in done} == {"SqliteRunStorage"}
     versions = schema_versions(home)
-    assert {"storage/history/runs.db", "storage/history/runs/index.db", "storage/schedules/schedules.db"} <= set(versions), versions
+    assert {"history/runs.db", "history/runs/index.db", "schedules/schedules.db"} <= set(versions), versions
     assert set(versions.values()) == {1}, versions
-    # and the storage is where Dagster's default SQLite storage puts it: an instance without the lock opens it
-    plain = tmp_path / "plain_home"
-    plain.mkdir()
-    document = yaml.safe_load((REPO_ROOT / "dagster.yaml").read_text())
-    (plain / "dagster.yaml").write_text(yaml.safe_dump({**document, "storage": {"sqlite": {"base_dir": str(home / "storage")}}}))
+    # and the storage is where Dagster's default SQLite storage puts it: the shipped dagster.yaml (no lock) opens it
+    (home / "dagster.yaml").write_text((REPO_ROOT / "dagster.yaml").read_text())
     check = subprocess.run(
-        [sys.executable, "-c", "import dagster as dg\nwith dg.DagsterInstance.get() as i: print(len(i.get_runs()))"],
-        env=subprocess_env(DAGSTER_HOME=str(plain)),
+        [
+            sys.executable,
+            "-c",
+            "import dagster as dg\nwith dg.DagsterInstance.get() as i: print(len(i.get_runs()), i.get_ref().storage_data.class_name)",
+        ],
+        env=subprocess_env(DAGSTER_HOME=str(home)),
         capture_output=True,
         text=True,
         timeout=120,
     )
-    assert check.returncode == 0 and check.stdout.strip() == "0", check.stderr[-1500:]
+    assert check.stdout.split() == ["0", "DagsterSqliteStorage"], check.stderr[-1500:]
+    assert schema_versions(home) == versions  # nothing new created: the same databases
 
 
 def test_a_relative_dagster_home_is_refused_by_name(tmp_path: Path) -> None:

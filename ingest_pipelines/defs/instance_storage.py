@@ -1,5 +1,5 @@
-"""An opt-in storage for the embedded instance: Dagster's SQLite storage in `$DAGSTER_HOME/storage`, opened
-under a lock (docs/configuration.md; not in the shipped dagster.yaml: `dagster dev` and `dg` without
+"""An opt-in storage for the embedded instance: Dagster's SQLite storage where its default puts it (`history/`
+and `schedules/` in $DAGSTER_HOME), opened under a lock (docs/configuration.md; not in the shipped dagster.yaml: `dagster dev` and `dg` without
 DAGSTER_HOME read that file for a temporary instance, where this storage has no home to find).
 
 Dagster's SQLite storage creates its tables and stamps their schema version when a process first opens a
@@ -27,12 +27,13 @@ try:
 except ImportError:  # Windows: no flock; Dagster's behaviour
     fcntl = None  # type: ignore[assignment]
 
-#: the lock file, in the storage folder
-LOCK_NAME = ".open.lock"
+#: the lock file, in DAGSTER_HOME
+LOCK_NAME = ".sqlite-storage.lock"
 
 
 class LockedSqliteStorage(DagsterSqliteStorage):
-    """DagsterSqliteStorage in `<dagster_home>/storage` (where Dagster's default puts it), opened under a lock.
+    """DagsterSqliteStorage based in `dagster_home` itself (as Dagster's default: `history/runs.db`,
+    `schedules/schedules.db`, so an existing instance keeps its runs), opened under a lock.
 
     `dagster_home` comes from the environment (`{env: DAGSTER_HOME}` in dagster.yaml): every Dagster process
     finds its dagster.yaml through DAGSTER_HOME, so the storage is the one next to that file."""
@@ -48,7 +49,7 @@ class LockedSqliteStorage(DagsterSqliteStorage):
         home = Path(config_value["dagster_home"])
         if not home.is_absolute():
             raise ValueError(f"storage: dagster_home must be an absolute path, got {str(home)!r}")
-        return cls.from_local(base_dir=str(home / "storage"), inst_data=inst_data)
+        return cls.from_local(base_dir=str(home), inst_data=inst_data)
 
     @classmethod
     def from_local(cls, base_dir: str, inst_data: ConfigurableClassData | None = None) -> LockedSqliteStorage:
@@ -59,7 +60,7 @@ class LockedSqliteStorage(DagsterSqliteStorage):
 
 @contextlib.contextmanager
 def storage_lock(folder: Path) -> Iterator[None]:
-    """An exclusive lock on `folder/.open.lock` (flock: released when this process dies, whatever kills it)."""
+    """An exclusive lock on `folder/.sqlite-storage.lock` (flock: released when this process dies, whatever kills it)."""
     if fcntl is None:
         yield
         return
