@@ -240,11 +240,6 @@ def serve_latency(endpoint: str, workdir: Path, bundle: bytes, count: int = 5) -
     (home / "dagster.yaml").write_text((REPO_ROOT / "dagster.yaml").read_text())
     config_path = workdir / "ingest-serve.yaml"
     config_path.write_text(yaml.safe_dump(_config(endpoint, workdir, interval="30s")))
-    # the storage is made before the daemon and serve start: two processes creating a new SQLite storage at once
-    # race (docs/configuration.md)
-    from ingest_pipelines.defs.instance_storage import open_instance
-
-    open_instance(home).dispose()
     env = {**_child_env(), "DAGSTER_HOME": str(home), "INGEST_CONFIG": str(config_path)}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
     port = free_port()

@@ -1,5 +1,5 @@
-"""LockedSqliteStorage (docs/configuration.md): processes started together on a new DAGSTER_HOME all open the
-SQLite storage; the shipped dagster.yaml keeps Dagster's default storage, which `dg` uses without DAGSTER_HOME."""
+"""The project's dagster.yaml (IngestInstance): processes started together on a new DAGSTER_HOME all open its
+SQLite storage, which is where Dagster's own default keeps it."""
 
 from __future__ import annotations
 
@@ -28,20 +28,6 @@ with dg.DagsterInstance.get() as instance:
 """
 
 OPENERS = 6
-#: the block docs/configuration.md has a service add to the project's dagster.yaml
-LOCKED_STORAGE = {
-    "custom": {
-        "module": "ingest_pipelines.defs.instance_storage",
-        "class": "LockedSqliteStorage",
-        "config": {"dagster_home": {"env": "DAGSTER_HOME"}},
-    }
-}
-
-
-def locked_instance_yaml() -> str:
-    document = yaml.safe_load((REPO_ROOT / "dagster.yaml").read_text())
-    assert "storage" not in document  # the shipped file keeps Dagster's default storage
-    return yaml.safe_dump({"storage": LOCKED_STORAGE, **document}, sort_keys=False)
 
 
 def open_together(home: Path, go: Path) -> list[subprocess.CompletedProcess[str]]:
@@ -71,10 +57,10 @@ def schema_versions(home: Path) -> dict[str, int]:
 
 
 @pytest.mark.parametrize("round_", range(2))
-def test_processes_started_together_on_a_new_home_all_open_the_locked_storage(tmp_path: Path, round_: int) -> None:
+def test_processes_started_together_on_a_new_home_all_open_the_storage(tmp_path: Path, round_: int) -> None:
     home = tmp_path / "dagster_home"
     home.mkdir()
-    (home / "dagster.yaml").write_text(locked_instance_yaml())
+    (home / "dagster.yaml").write_text((REPO_ROOT / "dagster.yaml").read_text())
     done = open_together(home, tmp_path / "go")
     failed = [result.stderr[-1500:] for result in done if result.returncode != 0]
     assert not failed, failed[0]
@@ -82,8 +68,10 @@ def test_processes_started_together_on_a_new_home_all_open_the_locked_storage(tm
     versions = schema_versions(home)
     assert {"history/runs.db", "history/runs/index.db", "schedules/schedules.db"} <= set(versions), versions
     assert set(versions.values()) == {1}, versions
-    # and the storage is where Dagster's default SQLite storage puts it: the shipped dagster.yaml (no lock) opens it
-    (home / "dagster.yaml").write_text((REPO_ROOT / "dagster.yaml").read_text())
+    # and the storage is where Dagster's default SQLite storage puts it: a plain instance opens the same databases
+    document = yaml.safe_load((REPO_ROOT / "dagster.yaml").read_text())
+    assert document.pop("instance_class")["class"] == "IngestInstance"
+    (home / "dagster.yaml").write_text(yaml.safe_dump(document))
     check = subprocess.run(
         [
             sys.executable,
@@ -99,10 +87,10 @@ def test_processes_started_together_on_a_new_home_all_open_the_locked_storage(tm
     assert schema_versions(home) == versions  # nothing new created: the same databases
 
 
-def test_a_relative_dagster_home_is_refused_by_name(tmp_path: Path) -> None:
+def test_a_relative_storage_folder_is_refused_by_name(tmp_path: Path) -> None:
     from dagster._serdes import ConfigurableClassData
 
     from ingest_pipelines.defs.instance_storage import LockedSqliteStorage
 
-    with pytest.raises(ValueError, match="dagster_home must be an absolute path, got 'relative/home'"):
-        LockedSqliteStorage.from_config_value(ConfigurableClassData("m", "c", "{}"), {"dagster_home": "relative/home"})
+    with pytest.raises(ValueError, match="base_dir must be an absolute path, got 'relative/home'"):
+        LockedSqliteStorage.from_config_value(ConfigurableClassData("m", "c", "{}"), {"base_dir": "relative/home"})

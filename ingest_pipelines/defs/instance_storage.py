@@ -1,24 +1,30 @@
-"""An opt-in storage for the embedded instance: Dagster's SQLite storage where its default puts it (`history/`
-and `schedules/` in $DAGSTER_HOME), opened under a lock (docs/configuration.md; not in the shipped dagster.yaml: `dagster dev` and `dg` without
-DAGSTER_HOME read that file for a temporary instance, where this storage has no home to find).
+"""The embedded instance: `IngestInstance` (dagster.yaml's `instance_class`), a DagsterInstance whose default
+storage is Dagster's SQLite storage in its usual place, opened under a file lock.
 
 Dagster's SQLite storage creates its tables and stamps their schema version when a process first opens a
-new folder. Two processes doing that at once (the daemon, the webserver and `ingest-pipelines serve` started
-together on a new DAGSTER_HOME) race: the loser dies on `table ... already exists`, or both stamp the
-schema (`alembic_version has more than one head`) and the instance can no longer be opened by anyone. Here
-every process opens the storage holding an exclusive file lock, so one creates it and the others find it made.
+new DAGSTER_HOME. Two processes doing that at once (the daemon, the webserver and `ingest-pipelines serve`
+started together) race: the loser dies on `table ... already exists`, or both stamp the schema
+(`alembic_version has more than one head`) and the instance can no longer be opened by anyone. Here every
+process opens the storage holding an exclusive file lock, so one creates it and the others find it made.
+
+The storage is the instance class's default, not a `storage:` block, because only the defaults learn the
+instance's folder: DAGSTER_HOME, or the temporary folder `dagster dev` and `dg` make when DAGSTER_HOME is
+unset (they read ./dagster.yaml then). An explicit `storage:` in dagster.yaml (PostgreSQL) still wins.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import yaml
+from dagster import DagsterInstance
 from dagster._config import StringSource
 from dagster._config.config_schema import UserConfigSchema
+from dagster._core.instance.ref import InstanceRef
 from dagster._core.storage.sqlite_storage import DagsterSqliteStorage
 from dagster._serdes import ConfigurableClassData
 
@@ -27,29 +33,42 @@ try:
 except ImportError:  # Windows: no flock; Dagster's behaviour
     fcntl = None  # type: ignore[assignment]
 
-#: the lock file, in DAGSTER_HOME
+#: the lock file, in the instance's folder
 LOCK_NAME = ".sqlite-storage.lock"
 
 
-class LockedSqliteStorage(DagsterSqliteStorage):
-    """DagsterSqliteStorage based in `dagster_home` itself (as Dagster's default: `history/runs.db`,
-    `schedules/schedules.db`, so an existing instance keeps its runs), opened under a lock.
+class IngestInstance(DagsterInstance):
+    """DagsterInstance whose default storage is LockedSqliteStorage in the instance's folder."""
 
-    `dagster_home` comes from the environment (`{env: DAGSTER_HOME}` in dagster.yaml): every Dagster process
-    finds its dagster.yaml through DAGSTER_HOME, so the storage is the one next to that file."""
+    @classmethod
+    def config_schema(cls) -> dict[str, Any]:
+        return {}
+
+    @classmethod
+    def config_defaults(cls, base_dir: str) -> Mapping[str, ConfigurableClassData | None]:
+        defaults = dict(InstanceRef.config_defaults(base_dir))
+        defaults["storage"] = ConfigurableClassData(
+            __name__, LockedSqliteStorage.__name__, yaml.dump({"base_dir": base_dir}, default_flow_style=False)
+        )
+        return defaults
+
+
+class LockedSqliteStorage(DagsterSqliteStorage):
+    """DagsterSqliteStorage (`history/runs.db`, `schedules/schedules.db` in `base_dir`, the instance's folder,
+    as Dagster's default: an existing instance keeps its runs), opened under a lock."""
 
     @classmethod
     def config_type(cls) -> UserConfigSchema:
-        return {"dagster_home": StringSource}
+        return {"base_dir": StringSource}
 
     @classmethod
     def from_config_value(  # ty: ignore[invalid-method-override]
         cls, inst_data: ConfigurableClassData, config_value: dict[str, Any]
     ) -> LockedSqliteStorage:
-        home = Path(config_value["dagster_home"])
-        if not home.is_absolute():
-            raise ValueError(f"storage: dagster_home must be an absolute path, got {str(home)!r}")
-        return cls.from_local(base_dir=str(home), inst_data=inst_data)
+        base_dir = Path(config_value["base_dir"])
+        if not base_dir.is_absolute():
+            raise ValueError(f"storage: base_dir must be an absolute path, got {str(base_dir)!r}")
+        return cls.from_local(base_dir=str(base_dir), inst_data=inst_data)
 
     @classmethod
     def from_local(cls, base_dir: str, inst_data: ConfigurableClassData | None = None) -> LockedSqliteStorage:
@@ -73,9 +92,9 @@ def storage_lock(folder: Path) -> Iterator[None]:
 
 
 def open_instance(home: Path) -> Any:
-    """The instance of the DAGSTER_HOME folder `home`, opened from outside its processes (a harness, a test) as
-    they open it: with DAGSTER_HOME set to `home` in this process, where the project's dagster.yaml finds its
-    storage. The variable stays set: children this process starts open the same instance."""
+    """The instance of the DAGSTER_HOME folder `home`, opened from outside its processes (a harness, a test),
+    with DAGSTER_HOME set to `home` in this process as in theirs (it stays set: children this process starts
+    open the same instance)."""
     import dagster as dg
 
     os.environ["DAGSTER_HOME"] = str(home)
