@@ -188,9 +188,9 @@ class Daemon:
         self.instance: Any = None
 
     def __enter__(self) -> Daemon:
-        from ingest_pipelines.defs.instance_storage import open_instance
+        import dagster as dg
 
-        self.instance = open_instance(self.home)
+        self.instance = dg.DagsterInstance.from_config(str(self.home))
         self.started = time.time()
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(

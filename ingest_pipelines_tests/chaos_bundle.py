@@ -30,7 +30,6 @@ from typing import Any
 import requests
 import yaml
 
-from ingest_pipelines.defs.instance_storage import open_instance
 from ingest_pipelines.testing import MotoServer, free_port
 from ingest_pipelines.testing.moto_server import TEST_CREDENTIALS
 from ingest_pipelines_tests.bundle_fixtures import answering, build_tar, get_state, project_home, run_worker_pid
@@ -120,7 +119,9 @@ class ChaosDeployment:
         self.url = ""
 
     def instance(self) -> Any:
-        return open_instance(self.home)
+        import dagster as dg
+
+        return dg.DagsterInstance.from_config(str(self.home))
 
     def start_daemon(self) -> None:
         self.procs.start("daemon", [str(BIN / "dagster-daemon"), "run", "-w", "workspace.yaml"], self.env, cwd=REPO_ROOT)

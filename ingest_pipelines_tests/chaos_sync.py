@@ -25,7 +25,6 @@ from typing import Any
 import dagster as dg
 import yaml
 
-from ingest_pipelines.defs.instance_storage import open_instance
 from ingest_pipelines_tests.conftest import REPO_ROOT
 from ingest_pipelines_tests.deploy_fixtures import BIN, ProcessGroup, child_env, project_instance_yaml
 
@@ -239,7 +238,7 @@ class SyncChaos:
             self.mutate()
         self.start_daemon()
         try:
-            with open_instance(self.home) as instance:
+            with dg.DagsterInstance.from_config(str(self.home)) as instance:
                 for _ in range(self.settings.rounds):
                     self.mutate()
                     time.sleep(self.rng.uniform(*self.settings.pause))  # chaos timing, not a wait for a condition

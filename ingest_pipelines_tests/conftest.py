@@ -37,17 +37,6 @@ def _aws_test_env() -> Iterator[None]:
             os.environ[key] = value
 
 
-@pytest.fixture(autouse=True)
-def _dagster_home_restored() -> Iterator[None]:
-    """A test that opens a project instance sets DAGSTER_HOME (`open_instance`); the next test does not see it."""
-    saved = os.environ.get("DAGSTER_HOME")
-    yield
-    if saved is None:
-        os.environ.pop("DAGSTER_HOME", None)
-    else:
-        os.environ["DAGSTER_HOME"] = saved
-
-
 @pytest.fixture(scope="session")
 def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
     log = tmp_path_factory.mktemp("moto") / "moto.log"

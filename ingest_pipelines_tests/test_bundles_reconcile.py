@@ -21,7 +21,6 @@ from ingest_pipelines.bundles.attempts import RunView
 from ingest_pipelines.bundles.jobs import JobStore
 from ingest_pipelines.config import load_config
 from ingest_pipelines.defs.bundles.reconcile import InstanceRuns
-from ingest_pipelines.defs.instance_storage import open_instance
 from ingest_pipelines.testing import free_port
 from ingest_pipelines.testing.http_server import Response
 from ingest_pipelines_tests.bundle_fixtures import (
@@ -92,7 +91,7 @@ class Deployment:
         )
 
     def instance(self) -> dg.DagsterInstance:
-        return open_instance(self.home)
+        return dg.DagsterInstance.from_config(str(self.home))
 
 
 @pytest.fixture

@@ -22,7 +22,6 @@ import pytest
 import yaml
 from dagster._core.scheduler.instigation import InstigatorTick, InstigatorType, TickStatus
 
-from ingest_pipelines.defs.instance_storage import open_instance
 from ingest_pipelines.demo import DemoContext, build_demo
 from ingest_pipelines.testing import free_port
 from ingest_pipelines_tests.conftest import REPO_ROOT
@@ -148,7 +147,7 @@ def test_tour_and_materialize_a_partition_from_the_ui_in_chromium(tmp_path: Path
     tour = shots / "tour"
     tour.mkdir(parents=True)
     try:
-        with open_instance(home) as instance:
+        with dg.DagsterInstance.from_config(str(home)) as instance:
             procs.start(
                 "webserver", [str(BIN / "dagster-webserver"), "-w", workspace, "-h", "127.0.0.1", "-p", str(port)], env, cwd=REPO_ROOT
             )

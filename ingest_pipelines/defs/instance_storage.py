@@ -89,13 +89,3 @@ def storage_lock(folder: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def open_instance(home: Path) -> Any:
-    """The instance of the DAGSTER_HOME folder `home`, opened from outside its processes (a harness, a test),
-    with DAGSTER_HOME set to `home` in this process as in theirs (it stays set: children this process starts
-    open the same instance)."""
-    import dagster as dg
-
-    os.environ["DAGSTER_HOME"] = str(home)
-    return dg.DagsterInstance.from_config(str(home))
