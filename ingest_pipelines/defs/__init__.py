@@ -10,7 +10,7 @@ import warnings
 
 import dagster as dg
 
-from ingest_pipelines.config import IngestConfig, WorkflowConfig
+from ingest_pipelines.config import IngestConfig, S3StoreConfig, WorkflowConfig
 from ingest_pipelines.defs.executors import executor_for, io_manager_resources
 from ingest_pipelines.defs.resources import build_resources
 
@@ -43,6 +43,10 @@ warnings.filterwarnings("ignore", message=r"Parameter `owners` of initializer `S
 
 
 def build_definitions(config: IngestConfig) -> dg.Definitions:
+    if any(isinstance(store, S3StoreConfig) for store in [*config.sources, *config.destinations, config.state]):
+        from ingest_pipelines.storage.s3 import preload_models
+
+        preload_models()  # in the background: the first tick's client is then ready
     # the top-level `executor:` also applies to assets materialized from the UI; without one, in-process:
     # every asset here is one step, and Dagster's multiprocess default starts a second process for it
     executor = executor_for(None, config) or dg.in_process_executor

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -38,7 +39,15 @@ LOCK_NAME = ".sqlite-storage.lock"
 
 
 class IngestInstance(DagsterInstance):
-    """DagsterInstance whose default storage is LockedSqliteStorage in the instance's folder."""
+    """DagsterInstance whose default storage is LockedSqliteStorage in the instance's folder. In the daemon, it
+    gets the run launcher's warm run worker ready as the daemon starts (`LocalRunLauncher.prestart`)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if is_daemon_process() and loads_code_itself(sys.argv[2:]):
+            prestart = getattr(self.run_launcher, "prestart", None)
+            if prestart is not None:
+                prestart()
 
     @classmethod
     def config_schema(cls) -> dict[str, Any]:
@@ -51,6 +60,44 @@ class IngestInstance(DagsterInstance):
             __name__, LockedSqliteStorage.__name__, yaml.dump({"base_dir": base_dir}, default_flow_style=False)
         )
         return defaults
+
+
+def is_daemon_process() -> bool:
+    """Whether this process is `dagster-daemon run` (or `python -m dagster._daemon run`, as `dagster dev` starts it)."""
+    argv = sys.argv
+    main = Path(argv[0]) if argv else Path()
+    is_daemon = main.name == "dagster-daemon" or main.parts[-3:] == ("dagster", "_daemon", "__main__.py")
+    return is_daemon and argv[1:2] == ["run"]
+
+
+#: workspace.yaml entries the daemon starts a code server for itself (a run worker could run beside it)
+_MANAGED_ENTRIES = ("python_module", "python_file", "python_package", "autoload_defs_module")
+
+
+def loads_code_itself(args: list[str]) -> bool:
+    """Whether a `dagster-daemon run` with these arguments starts its code locations' servers itself (a module,
+    a file or a workspace.yaml with such entries, not only `grpc_server` entries as `dagster dev` gives it)."""
+    workspaces = []
+    for i, arg in enumerate(args):
+        if arg in ("-m", "--module-name", "-f", "--python-file", "--package-name", "--autoload-defs-module-name"):
+            return True
+        if arg in ("-w", "--workspace") and i + 1 < len(args):
+            workspaces.append(Path(args[i + 1]))
+        elif arg.startswith("--workspace="):
+            workspaces.append(Path(arg.split("=", 1)[1]))
+    if not workspaces:
+        if not Path("workspace.yaml").exists():
+            return Path("pyproject.toml").exists()  # [tool.dagster] module_name: a module
+        workspaces = [Path("workspace.yaml")]
+    for path in workspaces:
+        try:
+            document = yaml.safe_load(path.read_text()) or {}
+        except (OSError, yaml.YAMLError):
+            continue
+        for entry in document.get("load_from") or []:
+            if isinstance(entry, dict) and any(key in entry for key in _MANAGED_ENTRIES):
+                return True
+    return False
 
 
 class LockedSqliteStorage(DagsterSqliteStorage):

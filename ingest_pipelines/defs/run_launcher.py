@@ -1,5 +1,14 @@
-"""The embedded instance's run launcher: Dagster's DefaultRunLauncher, plus a health check that tells run
-monitoring whether a run worker on this host is still alive, so a killed run is failed instead of left STARTED.
+"""The embedded instance's run launcher: Dagster's DefaultRunLauncher, plus a warm run worker for code locations
+this process runs itself, and a health check that tells run monitoring whether a run worker on this host is
+still alive, so a killed run is failed instead of left STARTED.
+
+Warm worker: DefaultRunLauncher asks the code server to start each run, which spawns a new interpreter that
+imports Dagster and loads the code location (about a second on a 2-core machine, before the first step). For a
+code location from workspace.yaml that this process started (a `python_module` / `python_file` entry run by the
+daemon's own Python, in its folder and environment, where the code server's run worker would run too), the
+launcher keeps one `ingest_pipelines.defs.run_worker` process ready, hands it the run and starts the next one.
+Everything else (a code server started elsewhere, another Python, `warm_worker: false`, no ready worker) goes
+through the code server as before. The daemon starts the first one when it starts (`IngestInstance`).
 
 Dagster's DefaultRunLauncher cannot tell (`supports_check_run_worker_health` is false): a run whose worker
 was killed (kill -9, OOM, the daemon's process group stopped) stays STARTED for good, holds its
@@ -12,21 +21,90 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any, Self
 
-from dagster._core.events import DagsterEventType
-from dagster._core.launcher import CheckRunHealthResult, DefaultRunLauncher, WorkerStatus
+from dagster import Field
+from dagster._core.events import DagsterEventType, EngineEventData
+from dagster._core.launcher import CheckRunHealthResult, DefaultRunLauncher, LaunchRunContext, WorkerStatus
+from dagster._core.remote_origin import ManagedGrpcPythonEnvCodeLocationOrigin
 from dagster._core.storage.dagster_run import DagsterRun
 from dagster._core.storage.tags import GRPC_INFO_TAG
+from dagster._serdes import ConfigurableClassData, serialize_value
 
 #: a process that started more than this after the run worker reported its pid is another process (pid reused).
 PID_REUSE_SLACK_SECONDS = 5.0
 _LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1", "0.0.0.0", ""}
+#: run tag: the host whose warm worker runs the run (its pid is in the run's engine events)
+WARM_WORKER_TAG = "ingest/warm_worker_host"
 
 
 class LocalRunLauncher(DefaultRunLauncher):
-    """DefaultRunLauncher whose run workers can be health-checked when they run on this host."""
+    """DefaultRunLauncher with a warm run worker for local code locations; its run workers can be
+    health-checked when they run on this host."""
+
+    def __init__(self, inst_data: ConfigurableClassData | None = None, warm_worker: bool = True):
+        super().__init__(inst_data=inst_data)
+        self.warm_worker = warm_worker
+
+    @classmethod
+    def config_type(cls) -> dict[str, Any]:
+        return {
+            "warm_worker": Field(
+                bool, is_required=False, default_value=True, description="keep a run worker ready for local code locations"
+            )
+        }
+
+    @classmethod
+    def from_config_value(cls, inst_data: ConfigurableClassData, config_value: Mapping[str, Any]) -> Self:
+        return cls(inst_data=inst_data, warm_worker=config_value.get("warm_worker", True))
+
+    def prestart(self) -> None:
+        """Get a warm worker ready now (the daemon, as it starts), so its first run does not wait for one."""
+        if self.warm_worker:
+            WARM_WORKERS.ready()
+
+    def launch_run(self, context: LaunchRunContext) -> None:
+        run = context.dagster_run
+        worker = WARM_WORKERS.take() if self.warm_worker and _runs_here(run) else None
+        if worker is None:
+            super().launch_run(context)
+            if self.warm_worker and _runs_here(run):
+                WARM_WORKERS.ready()
+            return
+        from dagster._grpc.types import ExecuteRunArgs
+
+        self._instance.add_run_tags(run.run_id, {WARM_WORKER_TAG: socket.gethostname()})
+        args = ExecuteRunArgs(job_origin=run.job_code_origin, run_id=run.run_id, instance_ref=self._instance.get_ref())  # type: ignore[arg-type]
+        try:
+            worker.stdin.write(serialize_value(args).encode() + b"\n")  # type: ignore[union-attr]
+            worker.stdin.close()  # type: ignore[union-attr]
+        except OSError:  # it died while it waited: the code server starts the run
+            WARM_WORKERS.ready()
+            super().launch_run(context)
+            return
+        self._instance.report_engine_event(
+            f"Run handed to the warm run worker (pid: {worker.pid}).", run, EngineEventData.in_process(worker.pid), cls=self.__class__
+        )
+        WARM_WORKERS.ready()
+
+    def terminate(self, run_id: str) -> bool:
+        run = self._instance.get_run_by_id(run_id) if self.has_instance else None
+        if run is None or run.is_finished or run.tags.get(WARM_WORKER_TAG) != socket.gethostname():
+            return super().terminate(run_id)
+        self._instance.report_run_canceling(run)
+        started = self._worker_start(run)
+        if started is None or not process_alive(*started)[0]:
+            self._instance.report_engine_event("The run's warm worker is gone; nothing to interrupt.", run, cls=self.__class__)
+            return False
+        os.kill(started[0], signal.SIGINT)  # what the code server's cancel does to its run workers: an interrupt
+        return True
 
     @property
     def supports_check_run_worker_health(self) -> bool:
@@ -57,7 +135,10 @@ class LocalRunLauncher(DefaultRunLauncher):
 
 
 def _worker_on_this_host(run: DagsterRun) -> bool:
-    """Whether the code server that started the run's worker (tag `.dagster/grpc_info`) is on this host."""
+    """Whether the run's worker is a warm worker of this host, or was started by a code server on this host
+    (tag `.dagster/grpc_info`)."""
+    if run.tags.get(WARM_WORKER_TAG) == socket.gethostname():
+        return True
     info = run.tags.get(GRPC_INFO_TAG)
     if not info:
         return False
@@ -95,3 +176,55 @@ def process_alive(pid: int, started_before: float) -> tuple[bool, str]:
     if process_start > started_before + PID_REUSE_SLACK_SECONDS:
         return False, "its pid now belongs to a newer process"
     return True, "alive"
+
+
+def _runs_here(run: DagsterRun) -> bool:
+    """Whether the run's code location is one this process's workspace started with this Python (where the
+    code server's own run worker would run: the same interpreter, folder and environment as this process)."""
+    origin = run.remote_job_origin
+    location = origin.repository_origin.code_location_origin if origin else None
+    if not isinstance(location, ManagedGrpcPythonEnvCodeLocationOrigin) or run.job_code_origin is None:
+        return False
+    executable = run.job_code_origin.repository_origin.executable_path
+    return bool(executable) and os.path.abspath(executable) == os.path.abspath(sys.executable)
+
+
+class WarmWorkers:
+    """One `ingest_pipelines.defs.run_worker` process kept ready (per process: the daemon's run coordinator may
+    launch from several threads, and an instance may be made more than once)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._spare: subprocess.Popen[bytes] | None = None
+
+    def ready(self) -> None:
+        """Start a worker unless one is waiting."""
+        with self._lock:
+            if self._spare is not None and self._spare.poll() is None:
+                return
+            self._spare = subprocess.Popen(
+                [sys.executable, "-m", "ingest_pipelines.defs.run_worker"], stdin=subprocess.PIPE, cwd=os.getcwd(), env=os.environ.copy()
+            )
+            # reap it when it ends: an exited worker left a zombie would still look present to `ps`
+            threading.Thread(target=self._spare.wait, name="warm-run-worker-reaper", daemon=True).start()
+
+    def take(self) -> subprocess.Popen[bytes] | None:
+        """The waiting worker, if one is alive (it is no longer spare)."""
+        with self._lock:
+            spare, self._spare = self._spare, None
+        if spare is not None and spare.poll() is None:
+            return spare
+        return None
+
+    def retire(self) -> None:
+        """Close the waiting worker's stdin: it exits."""
+        with self._lock:
+            spare, self._spare = self._spare, None
+        if spare is not None and spare.stdin:
+            try:
+                spare.stdin.close()
+            except OSError:
+                pass
+
+
+WARM_WORKERS = WarmWorkers()
