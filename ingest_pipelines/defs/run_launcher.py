@@ -83,7 +83,9 @@ class LocalRunLauncher(DefaultRunLauncher):
         self._instance.add_run_tags(run.run_id, {WARM_WORKER_TAG: socket.gethostname()})
         args = ExecuteRunArgs(job_origin=run.job_code_origin, run_id=run.run_id, instance_ref=self._instance.get_ref())  # type: ignore[arg-type]
         try:
-            worker.stdin.write(serialize_value(args).encode() + b"\n")  # type: ignore[union-attr]
+            line = memoryview(serialize_value(args).encode() + b"\n")
+            while line:  # an unbuffered pipe may take a long line in parts
+                line = line[worker.stdin.write(line) or 0 :]  # type: ignore[union-attr]
             worker.stdin.close()  # type: ignore[union-attr]
         except OSError:  # it died while it waited: the code server starts the run
             WARM_WORKERS.ready()
@@ -203,7 +205,11 @@ class WarmWorkers:
             if self._spare is not None and self._spare.poll() is None:
                 return
             self._spare = subprocess.Popen(
-                [sys.executable, "-m", "ingest_pipelines.defs.run_worker"], stdin=subprocess.PIPE, cwd=os.getcwd(), env=os.environ.copy()
+                [sys.executable, "-m", "ingest_pipelines.defs.run_worker"],
+                stdin=subprocess.PIPE,
+                bufsize=0,  # the run's line goes to the pipe as written: nothing waits in this process's buffer
+                cwd=os.getcwd(),
+                env=os.environ.copy(),
             )
             # reap it when it ends: an exited worker left a zombie would still look present to `ps`
             threading.Thread(target=self._spare.wait, name="warm-run-worker-reaper", daemon=True).start()
