@@ -188,3 +188,8 @@ def test_the_daemon_prestarts_a_worker_only_for_code_it_loads_itself(tmp_path: P
     assert not loads_code_itself(["--workspace", str(grpc)])
     assert loads_code_itself(["-m", "ingest_pipelines.definitions"])
     assert not loads_code_itself(["-w", str(tmp_path / "missing.yaml")])
+    other = tmp_path / "other.yaml"
+    other.write_text("load_from:\n  - python_module: {module_name: m, executable_path: /opt/other/bin/python}\n")
+    assert not loads_code_itself(["-w", str(other)])
+    other.write_text(f"load_from:\n  - python_module: {{module_name: m, executable_path: {sys.executable}}}\n")
+    assert loads_code_itself(["-w", str(other)])

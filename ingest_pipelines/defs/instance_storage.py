@@ -75,8 +75,9 @@ _MANAGED_ENTRIES = ("python_module", "python_file", "python_package", "autoload_
 
 
 def loads_code_itself(args: list[str]) -> bool:
-    """Whether a `dagster-daemon run` with these arguments starts its code locations' servers itself (a module,
-    a file or a workspace.yaml with such entries, not only `grpc_server` entries as `dagster dev` gives it)."""
+    """Whether a `dagster-daemon run` with these arguments starts its code locations' servers itself with its own
+    Python (a module, a file or a workspace.yaml with such entries, not only `grpc_server` entries as `dagster
+    dev` gives it, nor only entries with another `executable_path`)."""
     workspaces = []
     for i, arg in enumerate(args):
         if arg in ("-m", "--module-name", "-f", "--python-file", "--package-name", "--autoload-defs-module-name"):
@@ -95,8 +96,11 @@ def loads_code_itself(args: list[str]) -> bool:
         except (OSError, yaml.YAMLError):
             continue
         for entry in document.get("load_from") or []:
-            if isinstance(entry, dict) and any(key in entry for key in _MANAGED_ENTRIES):
-                return True
+            for key, target in entry.items() if isinstance(entry, dict) else []:
+                executable = target.get("executable_path") if isinstance(target, dict) else None
+                # another Python's code location gets its run workers from its code server
+                if key in _MANAGED_ENTRIES and (not executable or os.path.abspath(executable) == os.path.abspath(sys.executable)):
+                    return True
     return False
 
 
