@@ -193,7 +193,8 @@ def _runs_here(run: DagsterRun) -> bool:
 
 class WarmWorkers:
     """One `ingest_pipelines.defs.run_worker` process kept ready (per process: the daemon's run coordinator may
-    launch from several threads, and an instance may be made more than once)."""
+    launch from several threads, and an instance may be made more than once). It ends with this process: its
+    stdin closes."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -221,16 +222,6 @@ class WarmWorkers:
         if spare is not None and spare.poll() is None:
             return spare
         return None
-
-    def retire(self) -> None:
-        """Close the waiting worker's stdin: it exits."""
-        with self._lock:
-            spare, self._spare = self._spare, None
-        if spare is not None and spare.stdin:
-            try:
-                spare.stdin.close()
-            except OSError:
-                pass
 
 
 WARM_WORKERS = WarmWorkers()

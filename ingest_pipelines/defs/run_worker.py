@@ -5,7 +5,7 @@ Dagster and loads the code location before the run's first step: about a second 
 most of a small run's time. `LocalRunLauncher` keeps one of these processes ready: it imports what a run
 needs (everything but the code location's definitions, which are loaded fresh for the run, so a changed
 ingest.yaml counts), reads the run's `ExecuteRunArgs` as one line on stdin, and then is exactly
-`dagster api execute_run`. EOF on stdin (the launcher retired it, or its process is gone) ends it.
+`dagster api execute_run`. EOF on stdin (the process that started it is gone) ends it.
 
 If a module it imported changed on disk while it waited (an upgrade, an edited checkout), it runs the run in a
 new interpreter instead (`exec` of `dagster api execute_run`, same pid), so a run never executes old code.
@@ -83,17 +83,15 @@ def main() -> None:
     if not line:
         return
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    os.environ[ARGS_ENV] = line
-    argv = [sys.executable, "-m", "dagster", "api", "execute_run"]
     changed = changed_since(files, started)
     if changed:
         print(f"run worker {os.getpid()}: {changed} changed since it started; running the run in a new interpreter", file=sys.stderr)
         sys.stderr.flush()
-        os.execv(sys.executable, argv)
-    from dagster._cli import main as dagster_main
+        os.execve(sys.executable, [sys.executable, "-m", "dagster", "api", "execute_run"], {**os.environ, ARGS_ENV: line})
+    from dagster._cli.api import execute_run_command
 
-    sys.argv = ["dagster", "api", "execute_run"]
-    dagster_main()
+    # the body of `dagster api execute_run` (it exits non-zero itself where the run asks for that)
+    execute_run_command.callback(input_json=line, compressed_input_json=None)  # type: ignore[misc]
 
 
 if __name__ == "__main__":
