@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -17,7 +18,7 @@ import dagster as dg
 import pytest
 import yaml
 
-from ingest_pipelines.defs.run_launcher import WARM_WORKER_TAG, LocalRunLauncher
+from ingest_pipelines.defs.run_launcher import WARM_WORKER_TAG, LocalRunLauncher, loads_code_itself
 from ingest_pipelines.defs.run_worker import changed_since
 from ingest_pipelines_tests.bundle_fixtures import project_home
 from ingest_pipelines_tests.chaos_sync import children, cmdline
@@ -98,7 +99,7 @@ def test_the_daemon_hands_runs_to_a_warm_worker_and_takes_its_spare_down_with_it
         procs.stop_all()
 
 
-def _launch_by_hand(tmp_path: Path, instance: dg.DagsterInstance, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], dg.DagsterRun]:
+def _launch_by_hand(instance: dg.DagsterInstance, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], dg.DagsterRun]:
     """A run of warm_worker_job handed to a worker started here, as LocalRunLauncher does."""
     from dagster._grpc.types import ExecuteRunArgs
     from dagster._serdes import serialize_value
@@ -141,7 +142,7 @@ def test_a_worker_runs_the_run_in_a_new_interpreter_when_an_imported_module_chan
         if edited:
             later = time.time() + 60
             os.utime(site / "sitecustomize.py", (later, later))
-        worker, run = _launch_by_hand(tmp_path, instance, env)
+        worker, run = _launch_by_hand(instance, env)
         err = _finish(worker)
         assert worker.returncode == 0, err.decode()
         assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.SUCCESS  # type: ignore[union-attr]
@@ -156,8 +157,8 @@ def test_terminating_a_warm_workers_run_interrupts_the_worker(tmp_path: Path) ->
     env = subprocess_env(PYTHONPATH=str(REPO_ROOT), WARM_WORKER_OUT=str(out), WARM_WORKER_GATE=str(gate))
     (tmp_path / "home").mkdir()
     with dg.instance_for_test(temp_dir=str(tmp_path / "home")) as instance:
-        worker, run = _launch_by_hand(tmp_path, instance, env)
-        instance.add_run_tags(run.run_id, {WARM_WORKER_TAG: __import__("socket").gethostname()})
+        worker, run = _launch_by_hand(instance, env)
+        instance.add_run_tags(run.run_id, {WARM_WORKER_TAG: socket.gethostname()})
         wait_until(out.exists, 60, "the op to start")
         launcher = LocalRunLauncher()
         launcher.register_instance(instance)
@@ -178,8 +179,6 @@ def test_changed_since_names_a_file_modified_after_the_moment_or_gone(tmp_path: 
 
 
 def test_the_daemon_prestarts_a_worker_only_for_code_it_loads_itself(tmp_path: Path) -> None:
-    from ingest_pipelines.defs.instance_storage import loads_code_itself
-
     managed, grpc = tmp_path / "managed.yaml", tmp_path / "grpc.yaml"
     managed.write_text("load_from:\n  - python_module: {module_name: ingest_pipelines.definitions}\n")
     grpc.write_text("load_from:\n  - grpc_server: {socket: /tmp/s, location_name: a}\n")  # what `dagster dev` gives it

@@ -44,7 +44,7 @@ class IngestInstance(DagsterInstance):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        if is_daemon_process() and loads_code_itself(sys.argv[2:]):
+        if is_daemon_process():
             prestart = getattr(self.run_launcher, "prestart", None)
             if prestart is not None:
                 prestart()
@@ -68,40 +68,6 @@ def is_daemon_process() -> bool:
     main = Path(argv[0]) if argv else Path()
     is_daemon = main.name == "dagster-daemon" or main.parts[-3:] == ("dagster", "_daemon", "__main__.py")
     return is_daemon and argv[1:2] == ["run"]
-
-
-#: workspace.yaml entries the daemon starts a code server for itself (a run worker could run beside it)
-_MANAGED_ENTRIES = ("python_module", "python_file", "python_package", "autoload_defs_module")
-
-
-def loads_code_itself(args: list[str]) -> bool:
-    """Whether a `dagster-daemon run` with these arguments starts its code locations' servers itself with its own
-    Python (a module, a file or a workspace.yaml with such entries, not only `grpc_server` entries as `dagster
-    dev` gives it, nor only entries with another `executable_path`)."""
-    workspaces = []
-    for i, arg in enumerate(args):
-        if arg in ("-m", "--module-name", "-f", "--python-file", "--package-name", "--autoload-defs-module-name"):
-            return True
-        if arg in ("-w", "--workspace") and i + 1 < len(args):
-            workspaces.append(Path(args[i + 1]))
-        elif arg.startswith("--workspace="):
-            workspaces.append(Path(arg.split("=", 1)[1]))
-    if not workspaces:
-        if not Path("workspace.yaml").exists():
-            return Path("pyproject.toml").exists()  # [tool.dagster] module_name: a module
-        workspaces = [Path("workspace.yaml")]
-    for path in workspaces:
-        try:
-            document = yaml.safe_load(path.read_text()) or {}
-        except (OSError, yaml.YAMLError):
-            continue
-        for entry in document.get("load_from") or []:
-            for key, target in entry.items() if isinstance(entry, dict) else []:
-                executable = target.get("executable_path") if isinstance(target, dict) else None
-                # another Python's code location gets its run workers from its code server
-                if key in _MANAGED_ENTRIES and (not executable or os.path.abspath(executable) == os.path.abspath(sys.executable)):
-                    return True
-    return False
 
 
 class LockedSqliteStorage(DagsterSqliteStorage):

@@ -30,6 +30,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Self
 
+import yaml
 from dagster import Field
 from dagster._core.events import DagsterEventType, EngineEventData
 from dagster._core.launcher import CheckRunHealthResult, DefaultRunLauncher, LaunchRunContext, WorkerStatus
@@ -66,16 +67,18 @@ class LocalRunLauncher(DefaultRunLauncher):
         return cls(inst_data=inst_data, warm_worker=config_value.get("warm_worker", True))
 
     def prestart(self) -> None:
-        """Get a warm worker ready now (the daemon, as it starts), so its first run does not wait for one."""
-        if self.warm_worker:
+        """Get a warm worker ready now (the daemon, as it starts), so its first run does not wait for one; only
+        where the daemon's command line says it starts code servers with its own Python."""
+        if self.warm_worker and loads_code_itself(sys.argv[2:]):
             WARM_WORKERS.ready()
 
     def launch_run(self, context: LaunchRunContext) -> None:
         run = context.dagster_run
-        worker = WARM_WORKERS.take() if self.warm_worker and _runs_here(run) else None
+        local = self.warm_worker and _runs_here(run)
+        worker = WARM_WORKERS.take() if local else None
         if worker is None:
             super().launch_run(context)
-            if self.warm_worker and _runs_here(run):
+            if local:
                 WARM_WORKERS.ready()
             return
         from dagster._grpc.types import ExecuteRunArgs
@@ -189,6 +192,40 @@ def _runs_here(run: DagsterRun) -> bool:
         return False
     executable = run.job_code_origin.repository_origin.executable_path
     return bool(executable) and os.path.abspath(executable) == os.path.abspath(sys.executable)
+
+
+#: workspace.yaml entries the daemon starts a code server for itself (a run worker could run beside it)
+_MANAGED_ENTRIES = ("python_module", "python_file", "python_package", "autoload_defs_module")
+
+
+def loads_code_itself(args: list[str]) -> bool:
+    """Whether a `dagster-daemon run` with these arguments starts its code locations' servers itself with its own
+    Python (a module, a file or a workspace.yaml with such entries, not only `grpc_server` entries as `dagster
+    dev` gives it, nor only entries with another `executable_path`)."""
+    workspaces = []
+    for i, arg in enumerate(args):
+        if arg in ("-m", "--module-name", "-f", "--python-file", "--package-name", "--autoload-defs-module-name"):
+            return True
+        if arg in ("-w", "--workspace") and i + 1 < len(args):
+            workspaces.append(Path(args[i + 1]))
+        elif arg.startswith("--workspace="):
+            workspaces.append(Path(arg.split("=", 1)[1]))
+    if not workspaces:
+        if not Path("workspace.yaml").exists():
+            return Path("pyproject.toml").exists()  # [tool.dagster] module_name: a module
+        workspaces = [Path("workspace.yaml")]
+    for path in workspaces:
+        try:
+            document = yaml.safe_load(path.read_text()) or {}
+        except (OSError, yaml.YAMLError):
+            continue
+        for entry in document.get("load_from") or []:
+            for key, target in entry.items() if isinstance(entry, dict) else []:
+                executable = target.get("executable_path") if isinstance(target, dict) else None
+                # another Python's code location gets its run workers from its code server
+                if key in _MANAGED_ENTRIES and (not executable or os.path.abspath(executable) == os.path.abspath(sys.executable)):
+                    return True
+    return False
 
 
 class WarmWorkers:
