@@ -469,9 +469,9 @@ def peak_rss_of_this_process_mib() -> float:
     return float("nan")
 
 
-#: variants that run our reader: pyarrow imports pandas the first time it converts a Python value
-#: (`pa.scalar("")`, 0.3-0.7 s here), once per process; done before the clock starts, as in a
-#: long-lived process, so small reports measure the throughput and not that import
+#: variants that run our reader: where pandas is installed (ingest_pipelines does not need it) pyarrow imports
+#: it the first time it converts a Python value (`pa.scalar("")`, 0.3-0.7 s and ~40 MiB here), once per process;
+#: done before the clock starts, as in a long-lived process, so small reports measure the throughput
 READER_VARIANTS = ("ours", "prepare_previous", "engine_duckdb", "engine_acero", "engine_sampled", "in_memory")
 
 

@@ -150,8 +150,8 @@ def test_empty_report_counts_every_previous_object_deleted(tmp_path: Path) -> No
 def test_versioned_candidates_are_flagged_for_the_batch_manifest(tmp_path: Path) -> None:
     current = pa.Table.from_pylist(
         [
-            {"key": "a.png", "version_id": None, "etag": "1", "size": 1, "fingerprint": "1"},
-            {"key": "b.png", "version_id": "v2", "etag": "1", "size": 1, "fingerprint": "1"},
+            {"key": "a.png", "version_id": None, "etag": "1", "size": 1, "fingerprint": "1|1|t"},
+            {"key": "b.png", "version_id": "v2", "etag": "1", "size": 1, "fingerprint": "1|1|t"},
         ],
         schema=ROW_SCHEMA,
     )
@@ -159,6 +159,21 @@ def test_versioned_candidates_are_flagged_for_the_batch_manifest(tmp_path: Path)
     assert result.versioned
     write_batch_manifest_batches("images", result.candidate_batches(), result.versioned, tmp_path / "manifest.csv")
     assert (tmp_path / "manifest.csv").read_text() == "images,a.png,\nimages,b.png,v2\n"
+
+
+def test_candidates_of_a_split_report_get_their_etag_and_size_back_from_the_fingerprint(tmp_path: Path) -> None:
+    # key ranges keep key, version and fingerprint only: the candidates' ETag and size come from the fingerprint
+    rows = [
+        {"key": f"k{i:04d}.png", "version_id": f"v{i}" if i % 2 else None, "etag": f"e{i}-2", "size": i, "fingerprint": f"e{i}-2|{i}|t"}
+        for i in range(500)
+    ]
+    rows.append({"key": "no-size.png", "version_id": None, "etag": "e", "size": None, "fingerprint": "e||t"})
+    result, _ = run_diff(tmp_path, pa.Table.from_pylist(rows, schema=ROW_SCHEMA), None, partition_rows=64)
+    assert result.key_ranges > 1
+    candidates = pa.Table.from_batches(list(result.candidate_batches())).to_pylist()
+    assert sorted(candidates, key=lambda row: row["key"]) == sorted(
+        ({name: row[name] for name in ("key", "version_id", "etag", "size")} for row in rows), key=lambda row: row["key"]
+    )
 
 
 def test_split_by_key_range_puts_a_key_equal_to_a_boundary_above_it() -> None:

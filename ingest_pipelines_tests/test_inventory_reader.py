@@ -63,6 +63,20 @@ def test_malformed_csv_rows_are_counted_not_fatal(tmp_path: Path) -> None:
     assert any("non-numeric size" in example for example in stats.examples)
 
 
+def test_an_etag_with_a_bar_is_a_malformed_row(tmp_path: Path) -> None:
+    # the diff takes a candidate's ETag back from `etag|size|last-modified`: an ETag holding `|` cannot be
+    lines = [
+        '"images","a.png","","true","false","10","2024-05-01T00:00:00.000Z","e1","STANDARD"',
+        '"images","bar.png","","true","false","20","2024-05-01T00:00:00.000Z","e|2","STANDARD"',
+    ]
+    path = tmp_path / "data.csv.gz"
+    path.write_bytes(gzip.compress(("\n".join(lines) + "\n").encode()))
+    table, stats = read(path, "CSV")
+    assert table.column("key").to_pylist() == ["a.png"]
+    assert stats.malformed_rows == 1
+    assert "`|` in the ETag" in stats.examples[0] and "'bar.png'" in stats.examples[0]
+
+
 def test_unreadable_file_is_reported(tmp_path: Path) -> None:
     path = tmp_path / "data.parquet"
     path.write_bytes(b"not parquet at all")

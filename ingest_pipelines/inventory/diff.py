@@ -33,6 +33,12 @@ from ingest_pipelines.state import StateStore
 SNAPSHOT_COLUMNS = ["key", "fingerprint"]
 SNAPSHOT_SCHEMA = pa.schema([("key", pa.string()), ("fingerprint", pa.string())])
 CANDIDATE_COLUMNS = ["key", "version_id", "etag", "size"]
+#: what a big report keeps of its rows while split by key range: the ETag and the size are in the fingerprint
+#: (`etag|size|last-modified`; an ETag never holds a `|`: the reader rejects such rows), so they are taken
+#: back from it for the few candidates. A third less to sort, spill and read back than ROW_SCHEMA.
+SPILL_COLUMNS = ["key", "version_id", "fingerprint"]
+SPILL_SCHEMA = pa.schema([ROW_SCHEMA.field(name) for name in SPILL_COLUMNS])
+CANDIDATE_SCHEMA = pa.schema([ROW_SCHEMA.field(name) for name in CANDIDATE_COLUMNS])
 #: rows of the current report held at once (one key range, two while one is written and the next
 #: diffed); ~250 B per row with the diff's temporaries. Fewer than 100,000 keeps a run of the benchmark's
 #: 1M- and 10M-row reports under 300 MiB resident.
@@ -92,7 +98,7 @@ class InventoryDiff:
 
 
 def diff_reports(current: pa.Table, previous: pa.Table | None) -> InventoryDiff:
-    """`current`: ROW_SCHEMA rows of this report; `previous`: SNAPSHOT_COLUMNS of the last one (None: first).
+    """`current`: ROW_SCHEMA (or SPILL_SCHEMA) rows of this report; `previous`: SNAPSHOT_COLUMNS of the last one (None: first).
     Both in memory: the whole of a small report, or one key range of a big one (`diff_inventory`)."""
     return diff_key_range(current, [] if previous is None else [previous])
 
@@ -130,7 +136,7 @@ def diff_key_range(current: pa.Table, previous_chunks: Iterable[pa.Table | pa.Re
     changed_rows = current.filter(pa.array(~same)) if same.any() else current
     is_image = pc.match_substring_regex(changed_rows.column("key"), IMAGE_KEY_PATTERN)
     # sorted candidates make the Batch manifest and the results report deterministic
-    candidates = changed_rows.filter(is_image).select(CANDIDATE_COLUMNS).sort_by("key")
+    candidates = _candidate_columns(changed_rows.filter(is_image)).sort_by("key")
     return InventoryDiff(
         candidates=candidates,
         new=new,
@@ -139,6 +145,16 @@ def diff_key_range(current: pa.Table, previous_chunks: Iterable[pa.Table | pa.Re
         deleted=deleted,
         not_images=changed_rows.num_rows - candidates.num_rows,
     )
+
+
+def _candidate_columns(rows: pa.Table) -> pa.Table:
+    """CANDIDATE_COLUMNS of ROW_SCHEMA or SPILL_SCHEMA rows (the ETag and the size then from the fingerprint)."""
+    if "etag" in rows.column_names:
+        return rows.select(CANDIDATE_COLUMNS)
+    parts = pc.split_pattern(rows.column("fingerprint"), "|", max_splits=2)
+    size = pc.list_element(parts, 1)
+    size = pc.if_else(pc.equal(size, ""), pa.scalar(None, pa.string()), size).cast(pa.int64())
+    return pa.table([rows.column("key"), rows.column("version_id"), pc.list_element(parts, 0), size], schema=CANDIDATE_SCHEMA)
 
 
 # --------------------------------------------------------------------------- bounded memory: key ranges
@@ -374,7 +390,7 @@ def _diff_inventory(
         spill = PreviousSpill.write(previous, workdir / "previous.arrow", partition_rows)
     with (
         _DiffOutput(workdir / "candidates.arrow", snapshot_path, partition_rows) as out,
-        prefetched(batches, PREFETCH_BATCHES, release_memory) as current,
+        prefetched((batch.select(SPILL_COLUMNS) for batch in batches), PREFETCH_BATCHES, release_memory) as current,
     ):
         if spill is None or spill.rows == 0:
             _diff_sampled(current, None, workdir / "sampled", out, partition_rows)
@@ -401,7 +417,7 @@ def _diff_sampled(
     runs_path = workdir / "report-runs.arrow"
     # at least ~64 sampled keys per range, so the ranges come out about even
     sample = KeySample(min(SAMPLE_STRIDE, max(1, partition_rows // 64)))
-    with SpillStream(runs_path, ROW_SCHEMA) as runs:
+    with SpillStream(runs_path, SPILL_SCHEMA) as runs:
         for batch in batches:
             if batch.num_rows:
                 sample.add(batch.column("key"))
@@ -410,7 +426,7 @@ def _diff_sampled(
     boundaries = sample.boundaries(key_range_count(sample.rows, partition_rows))
     ranges = len(boundaries) + 1
 
-    current = SpillFiles(workdir / "current", "range", ROW_SCHEMA, ranges, sample.rows)
+    current = SpillFiles(workdir / "current", "range", SPILL_SCHEMA, ranges, sample.rows)
     for batch in runs.batches():
         for index, rows in split_by_key_range(batch, boundaries):
             current.add(index, rows)
@@ -448,7 +464,7 @@ def _diff_on_previous_ranges(
     boundaries = previous.boundaries
     ranges = len(boundaries) + 1
     # the report is about the size of the previous one
-    current = SpillFiles(workdir / "current", "range", ROW_SCHEMA, ranges, previous.rows)
+    current = SpillFiles(workdir / "current", "range", SPILL_SCHEMA, ranges, previous.rows)
     for batch in batches:
         out.result.rows += batch.num_rows
         for index, rows in split_by_key_range(batch, boundaries):
@@ -676,10 +692,9 @@ class _DiffOutput:
         self._pending: collections.deque[Future[tuple[pa.Table, InventoryDiff]]] = collections.deque()
 
     def __enter__(self) -> _DiffOutput:
-        candidate_schema = pa.schema([ROW_SCHEMA.field(name) for name in CANDIDATE_COLUMNS])
         self._pool = ThreadPoolExecutor(max_workers=max(1, RANGE_THREADS), thread_name_prefix="inventory-diff")
         self._snapshot = pq.ParquetWriter(str(self.snapshot_path), SNAPSHOT_SCHEMA, **SNAPSHOT_PARQUET)
-        self._candidates = pa.ipc.new_file(str(self.result.candidates_path), candidate_schema, options=SPILL_OPTIONS)
+        self._candidates = pa.ipc.new_file(str(self.result.candidates_path), CANDIDATE_SCHEMA, options=SPILL_OPTIONS)
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -235,6 +235,11 @@ def normalize(batch: pa.RecordBatch | pa.Table, url_encoded: bool, problems: Rea
             valid = _and(valid, pc.or_(digits, pc.equal(size_text, "")))
             size = pc.if_else(digits, size_text, pa.scalar(None, pa.string())).cast(pa.int64())
 
+    etag = text("etag")
+    if (_string_bytes(etag) == ord("|")).any():
+        # an ETag is hex digits (and `-parts`): one with a `|` would not be taken back from the fingerprint
+        valid = _and(valid, pc.invert(pc.match_substring(etag, "|")))
+
     keep = valid
     for flag, drop_when in (("is_latest", False), ("is_delete_marker", True)):
         column = _column(batch, names, flag)
@@ -247,9 +252,11 @@ def normalize(batch: pa.RecordBatch | pa.Table, url_encoded: bool, problems: Rea
     bad = rows - (pc.sum(valid).as_py() or 0) if valid is not None else 0
     if valid is not None and bad:
         first = pc.filter(key, pc.invert(valid)).slice(0, 1).to_pylist()
-        problems.row(f"{where}: {bad} row(s) with an empty or undecodable key or a non-numeric size (first key {first[0]!r})", bad)
+        problems.row(
+            f"{where}: {bad} row(s) with an empty or undecodable key, a non-numeric size or a `|` in the ETag (first key {first[0]!r})",
+            bad,
+        )
 
-    etag = text("etag")
     last_modified = text("last_modified")
     fingerprint = pc.binary_join_element_wise(etag, size_text, last_modified, "|")
     version_id = _column(batch, names, "version_id")
@@ -281,8 +288,8 @@ def read_csv_file(path: Path, columns: list[str], problems: ReadStats, where: st
     stream = pa.CompressedInputStream(pa.OSFile(str(path)), "gzip") if gzipped else pa.OSFile(str(path))
     reader = pacsv.open_csv(
         stream,
-        # one thread: the streaming reader gains little from more, and measured slower on 2 busy cores
-        read_options=pacsv.ReadOptions(column_names=columns, block_size=CSV_BLOCK_SIZE, use_threads=False),
+        # the blocks parsed in Arrow's thread pool: the diff of a 1M-row report ~5-10% faster than one thread (2 cores)
+        read_options=pacsv.ReadOptions(column_names=columns, block_size=CSV_BLOCK_SIZE, use_threads=True),
         parse_options=pacsv.ParseOptions(invalid_row_handler=invalid_row, newlines_in_values=False),
         convert_options=pacsv.ConvertOptions(
             column_types={name: pa.string() for name in columns}, include_columns=include, strings_can_be_null=False
