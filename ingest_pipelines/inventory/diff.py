@@ -390,7 +390,7 @@ def _diff_inventory(
         spill = PreviousSpill.write(previous, workdir / "previous.arrow", partition_rows)
     with (
         _DiffOutput(workdir / "candidates.arrow", snapshot_path, partition_rows) as out,
-        prefetched((batch.select(SPILL_COLUMNS) for batch in batches), PREFETCH_BATCHES, release_memory) as current,
+        prefetched(batches, PREFETCH_BATCHES, release_memory) as current,
     ):
         if spill is None or spill.rows == 0:
             _diff_sampled(current, None, workdir / "sampled", out, partition_rows)
@@ -421,7 +421,7 @@ def _diff_sampled(
         for batch in batches:
             if batch.num_rows:
                 sample.add(batch.column("key"))
-                runs.write(batch)
+                runs.write(batch.select(SPILL_COLUMNS))
     out.result.rows += sample.rows
     boundaries = sample.boundaries(key_range_count(sample.rows, partition_rows))
     ranges = len(boundaries) + 1
@@ -467,7 +467,7 @@ def _diff_on_previous_ranges(
     current = SpillFiles(workdir / "current", "range", SPILL_SCHEMA, ranges, previous.rows)
     for batch in batches:
         out.result.rows += batch.num_rows
-        for index, rows in split_by_key_range(batch, boundaries):
+        for index, rows in split_by_key_range(batch.select(SPILL_COLUMNS), boundaries):
             current.add(index, rows)
         release_memory()
     current.close()
