@@ -2,7 +2,8 @@
 `rclone copy --transfers 16` (when installed) and a 16-thread boto3 list+copy loop, all measured in this run.
 
 - in-process: sensor ticks and the runs they request executed in this process (no process start per run),
-  with `batchSize: 1000`, one batch of everything, and a config that sets no tuning key (batchSize 8);
+  with `batchSize: 1000`, one batch of everything, and a config that sets no tuning key (batchSize 8), each
+  right after its own measurement of the baselines;
 - out of the box: the real `dagster-daemon run -w workspace.yaml` on the project's dagster.yaml and an
   ingest.yaml with no tuning key, first sensor tick to last object (and daemon start to first tick);
 - latency: put in the source -> object in the mirror (p50 / p95) with the daemon running, at `interval: 5s`
@@ -350,16 +351,19 @@ def main(argv: list[str]) -> dict[str, Any]:
         with timed() as fill:
             _fill(s3, "src", objects)
         print(f"  source: {objects} objects of 1 KiB ({fill['seconds']:.1f}s to create)")
-        baselines = []
-        for name, fn in (
-            ("aws s3 sync", lambda: bench_aws(server, s3, "src", objects)),
-            ("rclone copy --transfers 16", lambda: bench_rclone(server, s3, objects)),
-            ("boto3 16 threads list+copy", lambda: bench_boto3(server, objects)),
-        ):
-            rate = fn()
-            if rate is not None:
-                baselines.append((name, rate))
-                results[name] = round(rate, 1)
+
+        def measure_baselines() -> list[tuple[str, float]]:
+            measured = []
+            for name, fn in (
+                ("aws s3 sync", lambda: bench_aws(server, s3, "src", objects)),
+                ("rclone copy --transfers 16", lambda: bench_rclone(server, s3, objects)),
+                ("boto3 16 threads list+copy", lambda: bench_boto3(server, objects)),
+            ):
+                rate = fn()
+                if rate is not None:
+                    measured.append((name, rate))
+            return measured
+
         cases = (
             (
                 "batch_1000",
@@ -370,6 +374,9 @@ def main(argv: list[str]) -> dict[str, Any]:
             ("defaults", f"no tuning key (batchSize 8: {objects // 8} batches)", {}),
         )
         for key, title, workflow in cases:
+            # the baselines right before each case: the machine's speed drifts over the minutes of the run
+            baselines = measure_baselines()
+            results[f"baselines_{key}"] = {name: round(rate, 1) for name, rate in baselines}
             rate, detail = bench_in_process(server, s3, work, objects, key, **workflow)
             results[f"ours_{key}"] = {"objects_per_second": round(rate, 1), **detail}
             results[f"ratios_{key}"] = print_ratios(
