@@ -4,6 +4,8 @@ spill files), and the snapshots that carry it across days."""
 from __future__ import annotations
 
 import bisect
+import collections
+import json
 import random
 from pathlib import Path
 
@@ -66,6 +68,21 @@ def snapshot_rows(table: pa.Table) -> list[tuple[str, str]]:
     return list(zip(table.column("key").to_pylist(), table.column("fingerprint").to_pylist(), strict=True))
 
 
+def assert_snapshot_layout(path: Path, partition_rows: int) -> list[str]:
+    """The layout the next day's diff reads in place: the key ranges named in the file's metadata hold
+    consecutive rows of the file, in key order, none over RECUT_RANGE x `partition_rows` rows (the rows
+    within a range in any order). Returns the boundaries."""
+    parquet = pq.ParquetFile(path)
+    ranges = json.loads(parquet.metadata.metadata[diff_module.SNAPSHOT_RANGES_KEY.encode()])
+    boundaries = ranges["boundaries"]
+    assert ranges["partitionRows"] == partition_rows and boundaries == sorted(set(boundaries))
+    indexes = [bisect.bisect_right(boundaries, key) for key in parquet.read().column("key").to_pylist()]
+    assert indexes == sorted(indexes), "a key range's rows are not together"
+    sizes = collections.Counter(indexes)
+    assert max(sizes.values()) <= diff_module.RECUT_RANGE * partition_rows
+    return boundaries
+
+
 def batches_of(table: pa.Table, size: int) -> list[pa.RecordBatch]:
     return [batch for start in range(0, table.num_rows, size) for batch in table.slice(start, size).to_batches()]
 
@@ -123,9 +140,10 @@ def test_diff_by_key_range_counts_new_changed_unchanged_deleted_across_ranges(tm
     assert result.candidates == expected.candidates.num_rows > 0
     assert candidate_keys(result) == expected.candidates.column("key").to_pylist()
     assert not result.versioned
-    # the next day's previous: the whole report's key set, sorted by key
+    # the next day's previous: the whole report's key set, range by range
     assert snapshot.column_names == ["key", "fingerprint"]
-    assert snapshot_rows(snapshot) == sorted(snapshot_rows(day2))
+    assert sorted(snapshot_rows(snapshot)) == sorted(snapshot_rows(day2))
+    assert len(assert_snapshot_layout(tmp_path / "snapshot-100.parquet", 100)) >= 20
 
 
 def test_one_range_and_many_ranges_give_the_same_diff_and_chain_day_to_day(tmp_path: Path) -> None:
@@ -135,7 +153,7 @@ def test_one_range_and_many_ranges_give_the_same_diff_and_chain_day_to_day(tmp_p
     assert first_small.key_ranges > 1 and first_whole.key_ranges == 1
     assert (first_small.new, first_small.deleted, first_small.candidates) == (3000, 0, first_whole.candidates)
     assert candidate_keys(first_small) == candidate_keys(first_whole)
-    # day 2 against day 1's snapshot as written by the streamed diff (sorted, several row groups)
+    # day 2 against day 1's snapshot as written by the streamed diff (range by range, several row groups)
     second, _ = run_diff(tmp_path, day2, snapshot_small, partition_rows=150)
     assert (second.new, second.changed, second.unchanged, second.deleted) == (400, 200, 2500, 300)
 
@@ -216,11 +234,12 @@ def test_split_by_key_range_agrees_with_bisect_for_any_number_of_boundaries() ->
 
 def test_sorted_previous_snapshot_cuts_the_ranges_and_gives_the_in_memory_diff(tmp_path: Path) -> None:
     day1, day2 = two_days(seed=13)
-    _, snapshot = run_diff(tmp_path, day1, None, partition_rows=10_000)
+    # a snapshot sorted by key, without key ranges in its metadata (written by an earlier version)
+    snapshot = day1.select(["key", "fingerprint"]).sort_by("key")
     expected = diff_reports(day2, snapshot)
     spill = diff_module.PreviousSpill.write(batches_of(snapshot, 89), tmp_path / "previous.arrow", 200)
     # every 200th key of the sorted snapshot is a boundary; the report is split by them as it is parsed
-    assert spill.sorted and len(spill.boundaries) == 14
+    assert spill.ranged and len(spill.boundaries) == 14
     assert [sum(b.num_rows for b in rows) for rows in spill.ranges(spill.boundaries)] == [200] * 14 + [200]
     result, written = run_diff(tmp_path, day2, snapshot, partition_rows=200)
     assert result.key_ranges == 15 and result.previous_rows == 3000
@@ -232,7 +251,8 @@ def test_sorted_previous_snapshot_cuts_the_ranges_and_gives_the_in_memory_diff(t
         expected.not_images,
     )
     assert candidate_keys(result) == expected.candidates.column("key").to_pylist()
-    assert snapshot_rows(written) == sorted(snapshot_rows(day2))
+    assert sorted(snapshot_rows(written)) == sorted(snapshot_rows(day2))
+    assert_snapshot_layout(tmp_path / "snapshot-200.parquet", 200)
 
 
 def test_a_snapshot_file_names_its_key_ranges_and_is_read_in_place(tmp_path: Path, monkeypatch) -> None:
@@ -240,11 +260,11 @@ def test_a_snapshot_file_names_its_key_ranges_and_is_read_in_place(tmp_path: Pat
     run_diff(tmp_path, day1, None, partition_rows=200)
     snapshot_file = (tmp_path / "snapshot-200.parquet").rename(tmp_path / "day1.parquet")
     from_batches, _ = run_diff(tmp_path, day2, pq.read_table(snapshot_file), partition_rows=200)
-    # the file's metadata holds the keys at every 200th row of the sorted file, as a pass over it finds them
-    walked = diff_module.PreviousSpill.write(batches_of(pq.read_table(snapshot_file), 89), tmp_path / "walked.arrow", 200)
+    # the file's metadata names its key ranges (the ranges day 1 was diffed in)
+    boundaries = assert_snapshot_layout(snapshot_file, 200)
     in_place = diff_module.PreviousSpill.from_snapshot(snapshot_file, 200)
-    assert in_place is not None and in_place.rows == 3000 and in_place.boundaries == walked.boundaries
-    assert len(in_place.boundaries) == 14
+    assert in_place is not None and in_place.rows == 3000 and in_place.boundaries == boundaries
+    assert len(in_place.boundaries) >= 10
 
     def no_spill(*args, **kwargs):
         raise AssertionError("the snapshot file was spilled")
@@ -257,7 +277,7 @@ def test_a_snapshot_file_names_its_key_ranges_and_is_read_in_place(tmp_path: Pat
         from_batches.unchanged,
         from_batches.deleted,
         3000,
-        15,
+        len(boundaries) + 1,
     )
     assert candidate_keys(result) == candidate_keys(from_batches)
     # the file is the caller's: still there
@@ -282,7 +302,9 @@ def test_a_snapshot_file_without_key_ranges_or_cut_for_other_ranges_is_spilled(t
             expected.unchanged,
             expected.deleted,
         )
-        assert result.key_ranges == 15
+        # the older file is sorted: cut at every 200th of its 3,000 rows; the other's ranges are in any order
+        # within: cut by a sample of the report's 3,100 keys
+        assert result.key_ranges == (15 if number == 0 else 16)
 
 
 def test_a_range_the_report_overfills_is_cut_again_by_its_own_keys(tmp_path: Path) -> None:
@@ -295,12 +317,51 @@ def test_a_range_the_report_overfills_is_cut_again_by_its_own_keys(tmp_path: Pat
     # the overfilled range was diffed in sub-ranges of about partition_rows, not held whole
     assert result.range_rows_max <= 250 and result.key_ranges > 20
     assert candidate_keys(result) == sorted(f"a/0150-{i:05d}.jpg" for i in range(2000))
-    assert written.column("key").to_pylist() == sorted(bulk.column("key").to_pylist())
+    assert sorted(written.column("key").to_pylist()) == sorted(bulk.column("key").to_pylist())
+    # the sub-ranges go to the snapshot as ranges of their own: the next day's diff reads them in place
+    assert len(assert_snapshot_layout(tmp_path / "snapshot-100.parquet", 100)) > 20
+
+
+def test_range_cuts_merge_shrunk_ranges_and_cut_grown_ones() -> None:
+    cuts = diff_module.RangeCuts(100)
+    # ranges as diffed, in key order, their rows in any order: 50 + 50 fit in one range, the third does not
+    for first, rows in (("a", 50), ("b", 50), ("c", 50), ("d", 90), ("e", 30)):
+        cuts.add(pa.array([f"{first}{i:04d}" for i in reversed(range(rows))]), is_sorted=False)
+    assert cuts.boundaries() == ["c0000", "d0000", "e0000"]
+    # a range sorted because it outgrew RECUT_RANGE x 100 rows: cut into three of ~87 rows at its keys there
+    cuts.add(pa.array([f"f{i:04d}" for i in range(260)]), is_sorted=True)
+    assert cuts.boundaries() == ["c0000", "d0000", "e0000", "f0000", "f0086", "f0173"]
+
+
+def test_a_chain_of_days_that_shrinks_and_grows_keeps_ranges_near_partition_rows(tmp_path: Path) -> None:
+    """Day 2 deletes most keys of one half and adds as many to the other; its snapshot, read in place by
+    day 3, has ranges merged where they shrank and cut where they grew, and every day's diff is exact."""
+    day1 = report([(f"k/{i:05d}.png", "1") for i in range(0, 6000, 2)])
+    run_diff(tmp_path, day1, None, partition_rows=200)
+    first = (tmp_path / "snapshot-200.parquet").rename(tmp_path / "day1.parquet")
+    kept = [(key, "1") for key in day1.column("key").to_pylist() if key >= "k/03000" or key.endswith(("0.png", "4.png"))]
+    grown = [(f"k/{i:05d}.png", "1") for i in range(3001, 6000, 2)]
+    day2 = report(kept + grown)
+    expected = diff_reports(day2, day1.select(["key", "fingerprint"]))
+    result = diff_inventory(batches_of(day2, 97), first, tmp_path / "work-2", tmp_path / "day2.parquet", partition_rows=200)
+    assert (result.new, result.deleted, result.unchanged) == (expected.new, expected.deleted, expected.unchanged) == (1500, 900, 2100)
+    boundaries = assert_snapshot_layout(tmp_path / "day2.parquet", 200)
+    # 3,600 rows: about 18 ranges of ~200, whatever the 15 ranges of day 1 became
+    assert 16 <= len(boundaries) + 1 <= 30
+    day3 = report([(key, "2" if key.endswith("8.png") else "1") for key, _ in kept + grown])
+    expected = diff_reports(day3, day2.select(["key", "fingerprint"]))
+    third = diff_inventory(
+        batches_of(day3, 97), tmp_path / "day2.parquet", tmp_path / "work-3", tmp_path / "day3.parquet", partition_rows=200
+    )
+    assert third.key_ranges == len(boundaries) + 1 and third.range_rows_max <= diff_module.RECUT_RANGE * 200
+    assert (third.new, third.changed, third.unchanged, third.deleted) == (0, expected.changed, expected.unchanged, 0)
+    assert expected.changed > 0
+    assert_snapshot_layout(tmp_path / "day3.parquet", 200)
 
 
 def test_mass_deletion_against_a_sorted_snapshot(tmp_path: Path) -> None:
     day1, _ = two_days(seed=17)
-    _, snapshot = run_diff(tmp_path, day1, None, partition_rows=10_000)
+    snapshot = day1.select(["key", "fingerprint"]).sort_by("key")
     result, written = run_diff(tmp_path, day1.slice(0, 10), snapshot, partition_rows=100)
     assert (result.rows, result.unchanged, result.deleted) == (10, 10, 2990)
     assert written.num_rows == 10
@@ -362,12 +423,12 @@ def test_freed_memory_is_handed_back_only_once_a_diff_holds_its_budget_more(tmp_
     diff_module.release_memory()
     assert len(released) == 1
 
-    # a diff (15 key ranges) holding its whole budget more than at its start: nothing handed back
+    # a diff (16 key ranges) holding its whole budget more than at its start: nothing handed back
     released.clear()
     report_batches = batches_of(day2, 97)
     monkeypatch.setattr(diff_module, "resident_bytes", resident(baseline, baseline + diff_module.RETAINED_BYTES))
     result = diff_inventory(report_batches, batches_of(previous, 89), tmp_path / "work-a", tmp_path / "a.parquet", partition_rows=200)
-    assert result.key_ranges == 15 and released == []
+    assert result.key_ranges == 16 and released == []
 
     # a byte over it: handed back as the diff goes (after each report batch, read and split, and each range)
     monkeypatch.setattr(diff_module, "resident_bytes", resident(baseline, baseline + diff_module.RETAINED_BYTES + 1))
