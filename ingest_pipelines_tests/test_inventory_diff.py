@@ -434,3 +434,41 @@ def test_freed_memory_is_handed_back_only_once_a_diff_holds_its_budget_more(tmp_
     monkeypatch.setattr(diff_module, "resident_bytes", resident(baseline, baseline + diff_module.RETAINED_BYTES + 1))
     diff_inventory(report_batches, batches_of(previous, 89), tmp_path / "work-b", tmp_path / "b.parquet", partition_rows=200)
     assert len(released) >= 2 * len(report_batches) + 15
+
+
+def _huge_pages_disabled() -> bool:
+    return diff_module._libc().prctl(diff_module._PR_GET_THP_DISABLE, 0, 0, 0, 0) == 1
+
+
+def test_transparent_huge_pages_are_off_while_diffs_run_and_as_before_after(tmp_path: Path, monkeypatch) -> None:
+    assert diff_module.disable_huge_pages(False) is not None, "prctl(PR_SET_THP_DISABLE) is there on Linux"
+    seen: list[bool] = []
+    real_diff = diff_module.diff_key_range
+
+    def diff_key_range(*args, **kwargs):
+        seen.append(_huge_pages_disabled())
+        return real_diff(*args, **kwargs)
+
+    monkeypatch.setattr(diff_module, "diff_key_range", diff_key_range)
+    day1, day2 = two_days(seed=29)
+    _, previous = run_diff(tmp_path, day1, None, partition_rows=200)
+    assert not _huge_pages_disabled()
+    diff_inventory(batches_of(day2, 97), batches_of(previous, 89), tmp_path / "work", tmp_path / "a.parquet", partition_rows=200)
+    assert seen and all(seen), "every key range was diffed with huge pages off"
+    assert not _huge_pages_disabled(), "the process's setting is back once the diff ends"
+
+    # two diffs at once: off until the last one ends
+    with diff_module._MEMORY_BUDGET.diffing():
+        with diff_module._MEMORY_BUDGET.diffing():
+            assert _huge_pages_disabled()
+        assert _huge_pages_disabled()
+    assert not _huge_pages_disabled()
+
+    # a process that had them off keeps them off
+    diff_module.disable_huge_pages(True)
+    try:
+        with diff_module._MEMORY_BUDGET.diffing():
+            assert _huge_pages_disabled()
+        assert _huge_pages_disabled()
+    finally:
+        diff_module.disable_huge_pages(False)
