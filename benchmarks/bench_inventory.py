@@ -8,6 +8,7 @@ of each round's ratio is reported (the machine is shared: one run alone says lit
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import statistics
@@ -425,6 +426,7 @@ VARIANTS = {
     "ours": variant_ours,
     "duckdb_query": variant_duckdb_query,
     "pyarrow_read": variant_pyarrow_read,
+    "pyarrow_read_jemalloc": variant_pyarrow_read,
     "gunzip": variant_gunzip,
     "engine_duckdb": variant_engine_duckdb,
     "engine_acero": variant_engine_acero,
@@ -432,7 +434,17 @@ VARIANTS = {
     "in_memory": variant_in_memory,
 }
 #: run every round, interleaved; the others once per size
-TIMED = ("ours", "duckdb_query", "pyarrow_read", "engine_duckdb", "engine_acero", "engine_sampled", "in_memory", "gunzip")
+TIMED = (
+    "ours",
+    "duckdb_query",
+    "pyarrow_read",
+    "pyarrow_read_jemalloc",
+    "engine_duckdb",
+    "engine_acero",
+    "engine_sampled",
+    "in_memory",
+    "gunzip",
+)
 #: hold a whole report in memory: not run above IN_MEMORY_MAX_ROWS
 WHOLE_REPORT = ("engine_acero", "in_memory")
 #: produce a diff: their counts must agree with ours
@@ -440,6 +452,7 @@ DIFFS = ("duckdb_query", "engine_duckdb", "engine_acero", "engine_sampled", "in_
 LABELS = {
     "duckdb_query": "the same diff as one DuckDB query (2 reports)",
     "pyarrow_read": "pyarrow.csv.read_csv (parse only)",
+    "pyarrow_read_jemalloc": "read_csv on jemalloc, as ours (parse only)",
     "gunzip": "gzip decompression only (rows/s equiv.)",
     "engine_duckdb": "engine: DuckDB inside (memory_limit, spill)",
     "engine_acero": "engine: Acero streamed hash join",
@@ -452,6 +465,7 @@ PEAK_ROWS = (
     "prepare_previous",
     "duckdb_query",
     "pyarrow_read",
+    "pyarrow_read_jemalloc",
     "gunzip",
     "engine_duckdb",
     "engine_acero",
@@ -469,6 +483,9 @@ def peak_rss_of_this_process_mib() -> float:
     return float("nan")
 
 
+#: the environment of a variant's process: the bare `read_csv` on the pool ingest_pipelines chooses (ours and the
+#: engines run on it; the other baselines on pyarrow's default, mimalloc)
+VARIANT_ENV = {"pyarrow_read_jemalloc": {"ARROW_DEFAULT_MEMORY_POOL": "jemalloc"}}
 #: variants that run our reader: where pandas is installed (ingest_pipelines does not need it) pyarrow imports
 #: it the first time it converts a Python value (`pa.scalar("")`, 0.3-0.7 s and ~40 MiB here), once per process;
 #: done before the clock starts, as in a long-lived process, so small reports measure the throughput
@@ -477,11 +494,18 @@ READER_VARIANTS = ("ours", "prepare_previous", "engine_duckdb", "engine_acero", 
 
 def _child(variant: str, folder: Path) -> dict[str, Any]:
     if variant in READER_VARIANTS:
+        # imported before pyarrow, as in the code location's processes: it chooses Arrow's memory pool
+        importlib.import_module("ingest_pipelines")
         import pyarrow as pa
 
         pa.scalar("")
+    if variant in VARIANT_ENV:
+        os.environ.update(VARIANT_ENV[variant])
+    import pyarrow as pa
+
     result = VARIANTS[variant](folder)
     result["peak_rss_mib"] = peak_rss_of_this_process_mib()
+    result["memory_pool"] = pa.default_memory_pool().backend_name
     return result
 
 

@@ -6,7 +6,10 @@ from __future__ import annotations
 import bisect
 import collections
 import json
+import os
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 import pyarrow as pa
@@ -472,3 +475,18 @@ def test_transparent_huge_pages_are_off_while_diffs_run_and_as_before_after(tmp_
         assert _huge_pages_disabled()
     finally:
         diff_module.disable_huge_pages(False)
+
+
+def _arrow_pool_of_a_new_process(code: str, **env: str) -> str:
+    environment = {name: value for name, value in os.environ.items() if name != "ARROW_DEFAULT_MEMORY_POOL"} | env
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=environment, check=True)
+    return done.stdout.strip()
+
+
+def test_a_process_that_imports_the_package_first_allocates_arrow_memory_from_jemalloc() -> None:
+    probe = "import pyarrow as pa; pa.array([1]); print(pa.default_memory_pool().backend_name)"
+    assert _arrow_pool_of_a_new_process(f"import ingest_pipelines; {probe}") == "jemalloc"
+    # the environment's choice wins; a process that loaded pyarrow first keeps pyarrow's default
+    assert _arrow_pool_of_a_new_process(f"import ingest_pipelines; {probe}", ARROW_DEFAULT_MEMORY_POOL="system") == "system"
+    default = _arrow_pool_of_a_new_process(probe)
+    assert _arrow_pool_of_a_new_process(f"import pyarrow; import ingest_pipelines; {probe}") == default
