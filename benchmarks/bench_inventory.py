@@ -496,13 +496,11 @@ def _child(variant: str, folder: Path) -> dict[str, Any]:
     if variant in READER_VARIANTS:
         # imported before pyarrow, as in the code location's processes: it chooses Arrow's memory pool
         importlib.import_module("ingest_pipelines")
-        import pyarrow as pa
-
-        pa.scalar("")
-    if variant in VARIANT_ENV:
-        os.environ.update(VARIANT_ENV[variant])
+    os.environ.update(VARIANT_ENV.get(variant, {}))
     import pyarrow as pa
 
+    if variant in READER_VARIANTS:
+        pa.scalar("")
     result = VARIANTS[variant](folder)
     result["peak_rss_mib"] = peak_rss_of_this_process_mib()
     result["memory_pool"] = pa.default_memory_pool().backend_name
