@@ -60,7 +60,7 @@ def test_demo_serves_the_ui_quietly_and_a_signal_stops_everything(tmp_path: Path
         assert all(w.sensor == "running" for w in config.workflows)
         instance = yaml.safe_load((workdir / "dagster_home" / "dagster.yaml").read_text())
         assert instance["nux"] == {"enabled": False}, "the demo's instance shows no newsletter modal"
-        assert instance["run_coordinator"]["class"] == "QueuedRunCoordinator", "the rest is dagster.yaml's"
+        assert instance["run_coordinator"]["class"] == "IngestRunCoordinator", "the rest is dagster.yaml's"
         if stop_signal == signal.SIGINT:  # once is enough: the config is the same for both signals
             result = validate(config_path, workdir)
             assert result.returncode == 0, result.stdout + result.stderr
