@@ -516,6 +516,17 @@ def _clean(folder: Path) -> None:
             shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
+def variant_environment() -> dict[str, str]:
+    """The environment of a variant's process: this one's, without the Arrow pool that importing ingest_pipelines
+    put there (`make bench` imports it for the other benchmarks first): each variant chooses its pool itself
+    (`_child`), so the baselines run on pyarrow's default. A pool the user set stays, for every variant."""
+    env = dict(os.environ)
+    package = sys.modules.get("ingest_pipelines")
+    if package is not None and getattr(package, "ARROW_POOL_SET_HERE", False):
+        env.pop("ARROW_DEFAULT_MEMORY_POOL", None)
+    return env
+
+
 def run_variant(variant: str, folder: Path, may_fail: bool = False) -> dict[str, Any]:
     """One variant in its own process. `may_fail`: an engine that fails (DuckDB out of its memory limit)
     is a result too: its error is returned instead of ending the benchmark."""
@@ -524,6 +535,7 @@ def run_variant(variant: str, folder: Path, may_fail: bool = False) -> dict[str,
         capture_output=True,
         text=True,
         cwd=Path(__file__).resolve().parent.parent,
+        env=variant_environment(),
     )
     _clean(folder)
     if done.returncode != 0:
