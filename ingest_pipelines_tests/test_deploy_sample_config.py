@@ -35,7 +35,7 @@ def test_example_config_builds_sync_defs_on_celery_with_s3_io(monkeypatch) -> No
     checks = {key.name for key in defs.resolve_asset_graph().asset_check_keys}
     assert checks >= {"destination_matches_batch", "no_duplicate_records"}
     sensor = defs.resolve_sensor_def(f"{dname}__sync_sensor")
-    assert sensor.default_status == dg.DefaultSensorStatus.RUNNING and sensor.minimum_interval_seconds == 15
+    assert sensor.default_status == dg.DefaultSensorStatus.RUNNING and sensor.minimum_interval_seconds == 14
     for job in (f"{dname}__apply_job", f"{dname}__snapshot_job", f"{dname}__changes_job"):
         assert defs.resolve_job_def(job).executor_def.name == "ingest_celery"
     manager = defs.resources["io_manager"]

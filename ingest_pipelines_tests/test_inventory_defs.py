@@ -72,7 +72,7 @@ def test_sample_config_builds_asset_check_sensor_and_job(scene: InventoryScene, 
     assert asset.op.pool == "gateway"
     assert asset.required_resource_keys >= {"source_inventory", "ingest_state"}
     sensor = defs.resolve_sensor_def(SENSOR)
-    assert sensor.default_status == dg.DefaultSensorStatus.RUNNING and sensor.minimum_interval_seconds == 45
+    assert sensor.default_status == dg.DefaultSensorStatus.RUNNING and sensor.minimum_interval_seconds == 44
     job = defs.resolve_job_def(JOB)
     assert job.tags["ingest/serial"] == "faces_index"
     assert sensor.job_name == JOB

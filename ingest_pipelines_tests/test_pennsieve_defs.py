@@ -86,7 +86,7 @@ def test_sample_config_names(api, s3_server, tmp_path, write_config) -> None:
     job = defs.resolve_job_def(JOB)
     assert job.partitions_def.name == PARTITIONS
     sensor = defs.resolve_sensor_def(SENSOR)
-    assert sensor.default_status == dg.DefaultSensorStatus.RUNNING and sensor.minimum_interval_seconds == 30
+    assert sensor.default_status == dg.DefaultSensorStatus.RUNNING and sensor.minimum_interval_seconds == 29
     token = defs.resources[f"pennsieve_{NAME}"].callback_token
     assert isinstance(token, dg.EnvVar) and token.env_var_name == "PENNSIEVE_TOKEN"
     assert {"source_drop", "ingest_state", f"pennsieve_{NAME}"} <= set(defs.resources)

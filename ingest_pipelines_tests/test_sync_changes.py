@@ -266,3 +266,23 @@ def test_listing_passes_start_interval_apart_while_ticks_come_more_often(tmp_pat
     assert rig.changes(first_page) + rig.changes(second_page) == [("create", "d")]
     clock["now"] = start + 310
     assert tick().pages == 0  # complete: the next pass waits for 301 + 300
+
+
+def test_a_pass_due_within_a_second_starts_at_this_tick(tmp_path, s3, s3_server) -> None:
+    rig = make_rig(tmp_path, s3, s3_server, interval="5s")
+    put(s3, "src", "a")
+    start = time.time()
+    clock = {"now": start}
+    tick = lambda: rig.tick(clock=lambda: clock["now"])  # noqa: E731
+    assert rig.changes(tick()) == [("snapshot", "a")]
+    assert "next pass in 5s" in tick().skip_reason  # the snapshot (one page) was the first pass
+    put(s3, "src", "b")
+    # Dagster's sensor loop brings the next tick ~5 s later, give or take milliseconds: 4.99 s is this pass's tick
+    clock["now"] = start + 4.99
+    assert rig.changes(tick()) == [("create", "b")]
+    put(s3, "src", "c")
+    clock["now"] = start + 4.99 + 3.0  # 2 s early: not yet
+    waiting = tick()
+    assert waiting.pages == 0 and "change capture: next pass in 2s" in waiting.skip_reason
+    clock["now"] = start + 4.99 + 4.5
+    assert rig.changes(tick()) == [("create", "c")]

@@ -45,8 +45,8 @@ def test_sample_sync_workflows_build(defs) -> None:
 
     stopped = defs.resolve_sensor_def("foo_1_bar_1__sync_sensor")
     running = defs.resolve_sensor_def("sharded_mirror__sync_sensor")
-    assert stopped.default_status == dg.DefaultSensorStatus.STOPPED and stopped.minimum_interval_seconds == 15
-    assert running.default_status == dg.DefaultSensorStatus.RUNNING and running.minimum_interval_seconds == 15
+    assert stopped.default_status == dg.DefaultSensorStatus.STOPPED and stopped.minimum_interval_seconds == 14
+    assert running.default_status == dg.DefaultSensorStatus.RUNNING and running.minimum_interval_seconds == 14
     assert {target.job_name for target in running.targets} == {
         "sharded_mirror__apply_job",
         "sharded_mirror__snapshot_job",

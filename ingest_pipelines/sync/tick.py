@@ -44,6 +44,14 @@ log = logging.getLogger(__name__)
 MAX_BATCHES_PER_TICK = 5000
 #: the least time an SQS message received by a tick stays invisible (3 x tickSeconds when longer: 60 s by default)
 MIN_VISIBILITY_SECONDS = 15
+#: a pass due this soon (at most a fifth of `interval`) starts at this tick: the tick that comes `interval`
+#: after the last pass began may come a few milliseconds early (Dagster's sensor loop), and waiting for the
+#: next one would space passes a whole tick apart more (`interval: 5s` passed every 5 or 10 s)
+PASS_SLACK_SECONDS = 1.0
+
+
+def pass_slack(interval: float) -> float:
+    return min(PASS_SLACK_SECONDS, interval / 5)
 
 
 @dataclass
@@ -231,7 +239,7 @@ def run_tick(
             # a new pass starts at most every `interval`; the sensor ticks more often (reconciliation, the
             # snapshot, events and a pass in progress go on at every tick)
             wait = cursor.pass_started + workflow.interval - now
-            if wait > 0:
+            if wait > pass_slack(workflow.interval):
                 note = f"change capture: next pass in {wait:.0f}s"
                 break
             cursor = cursor.evolve(pass_started=now)

@@ -14,6 +14,7 @@ from ingest_pipelines.bundles.jobs import JobState, JobStore
 from ingest_pipelines.config import IngestConfig, dagster_name
 from ingest_pipelines.defs.bundles.reconcile import attempt_run_key, attempt_tags, reconciler_for
 from ingest_pipelines.defs.resources import store_resource_key
+from ingest_pipelines.defs.ticks import min_interval_seconds
 
 #: at most this many seconds of a tick go to reconciling (the listing has its own `tickSeconds`)
 RECONCILE_SECONDS = 20.0
@@ -37,7 +38,7 @@ def build_drop_sensor(
     @dg.sensor(
         name=drop_sensor_name(workflow),
         job=job,
-        minimum_interval_seconds=int(workflow.interval),
+        minimum_interval_seconds=min_interval_seconds(workflow.interval),
         default_status=_status(workflow),
         required_resource_keys={source_key, destination_key},
         description=(

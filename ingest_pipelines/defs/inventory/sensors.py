@@ -17,6 +17,7 @@ from ingest_pipelines.defs.inventory.checks import CHECK_NAME
 from ingest_pipelines.defs.inventory.partitions import inventory_partitions
 from ingest_pipelines.defs.reconcile import SensorRequests, TrackedRequest
 from ingest_pipelines.defs.resources import store_resource_key
+from ingest_pipelines.defs.ticks import min_interval_seconds
 from ingest_pipelines.inventory.config import InventoryWorkflow
 from ingest_pipelines.inventory.manifest import ListingBudget, find_new_reports
 from ingest_pipelines.retries import RetryPolicy
@@ -41,7 +42,7 @@ def build_inventory_sensor(workflow: InventoryWorkflow, job: dg.UnresolvedAssetJ
     @dg.sensor(
         name=f"{dname}__inventory_sensor",
         job=job,
-        minimum_interval_seconds=int(workflow.interval),
+        minimum_interval_seconds=min_interval_seconds(workflow.interval),
         default_status=dg.DefaultSensorStatus.RUNNING if workflow.sensor == "running" else dg.DefaultSensorStatus.STOPPED,
         required_resource_keys={source_key},
         description=f"New S3 Inventory reports for workflow {workflow.name}: one run per report, on its date's partition.",

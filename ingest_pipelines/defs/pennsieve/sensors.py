@@ -18,6 +18,7 @@ from ingest_pipelines.defs import reconcile
 from ingest_pipelines.defs.pennsieve.assets import import_asset_key
 from ingest_pipelines.defs.reconcile import SensorRequests, TrackedRequest
 from ingest_pipelines.defs.resources import store_resource_key
+from ingest_pipelines.defs.ticks import min_interval_seconds
 from ingest_pipelines.pennsieve.config import PennsieveWorkflow
 from ingest_pipelines.pennsieve.inputs import folder_readiness, list_folders
 from ingest_pipelines.retries import RetryPolicy
@@ -44,7 +45,7 @@ def build_folders_sensor(
     @dg.sensor(
         name=f"{dagster_name(workflow.name)}__folders_sensor",
         job=job,
-        minimum_interval_seconds=int(workflow.interval),
+        minimum_interval_seconds=min_interval_seconds(workflow.interval),
         default_status=dg.DefaultSensorStatus.RUNNING if workflow.sensor == "running" else dg.DefaultSensorStatus.STOPPED,
         required_resource_keys={source_key},
         description=f"New settled sub-folders of source {workflow.source!r} -> one partition and one import run each.",

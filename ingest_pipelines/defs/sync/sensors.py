@@ -19,6 +19,7 @@ from ingest_pipelines.defs.runs import NO_DAGSTER_RETRIES, unfinished_runs
 from ingest_pipelines.defs.sync.checks import convergence_evaluation
 from ingest_pipelines.defs.sync.jobs import SERIAL_TAG, WORKFLOW_TAG, apply_job_name
 from ingest_pipelines.defs.sync.runtime import SyncRuntime
+from ingest_pipelines.defs.ticks import min_interval_seconds
 from ingest_pipelines.sync.config import SyncWorkflow
 from ingest_pipelines.sync.reconcile import describe_waiting, health, pending_state
 from ingest_pipelines.sync.tick import run_tick
@@ -30,8 +31,8 @@ TICK_SECONDS = 15
 
 
 def sensor_interval(workflow: SyncWorkflow) -> int:
-    """The sensor's minimum_interval_seconds: `interval`, at most TICK_SECONDS."""
-    return max(1, int(min(workflow.interval, TICK_SECONDS)))
+    """The sensor's minimum_interval_seconds: a tick every `interval`, at least every TICK_SECONDS."""
+    return min_interval_seconds(min(workflow.interval, TICK_SECONDS))
 
 
 #: a failing `batches_applied` evaluation is repeated this often (its description follows the lag).
