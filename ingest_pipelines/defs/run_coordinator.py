@@ -18,12 +18,10 @@ is the QueuedRunCoordinator's.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from typing import Any, Self
+from typing import Any
 
 from dagster import Field
 from dagster._core.run_coordinator import QueuedRunCoordinator
-from dagster._serdes import ConfigurableClassData
 
 #: the daemon's loop (`IntervalDaemon.core_loop`) sleeps in steps of this: a shorter interval changes nothing
 LOOP_STEP_SECONDS = 0.5
@@ -31,7 +29,8 @@ DEFAULT_DEQUEUE_SECONDS = 0.5
 
 
 class IngestRunCoordinator(QueuedRunCoordinator):
-    """QueuedRunCoordinator whose `dequeue_interval_seconds` may be a fraction of a second (default 0.5)."""
+    """QueuedRunCoordinator whose `dequeue_interval_seconds` may be a fraction of a second (default 0.5). Its
+    `from_config_value` (Dagster's) builds `cls` from the config: only the schema and the interval differ."""
 
     def __init__(self, dequeue_interval_seconds: float | None = None, **kwargs: Any):
         seconds = DEFAULT_DEQUEUE_SECONDS if dequeue_interval_seconds is None else float(dequeue_interval_seconds)
@@ -53,20 +52,6 @@ class IngestRunCoordinator(QueuedRunCoordinator):
             description="how often the daemon checks the run queue, in seconds (at least 0.5)",
         )
         return schema
-
-    @classmethod
-    def from_config_value(cls, inst_data: ConfigurableClassData, config_value: Mapping[str, Any]) -> Self:
-        return cls(
-            inst_data=inst_data,
-            max_concurrent_runs=config_value.get("max_concurrent_runs"),
-            tag_concurrency_limits=config_value.get("tag_concurrency_limits"),
-            dequeue_interval_seconds=config_value.get("dequeue_interval_seconds"),
-            dequeue_use_threads=config_value.get("dequeue_use_threads"),
-            dequeue_num_workers=config_value.get("dequeue_num_workers"),
-            max_user_code_failure_retries=config_value.get("max_user_code_failure_retries"),
-            user_code_failure_retry_delay=config_value.get("user_code_failure_retry_delay"),
-            block_op_concurrency_limited_runs=config_value.get("block_op_concurrency_limited_runs"),
-        )
 
     @property
     def dequeue_interval_seconds(self) -> float:  # type: ignore[override]
