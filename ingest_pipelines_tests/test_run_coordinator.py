@@ -4,6 +4,8 @@ still work, and an interval the daemon cannot keep is refused naming the key."""
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 
 import dagster as dg
@@ -66,3 +68,74 @@ def test_a_value_that_is_not_a_number_is_refused_by_the_schema(tmp_path: Path) -
     with pytest.raises(Exception, match="dequeue_interval_seconds"):
         with dg.DagsterInstance.from_config(str(_home(tmp_path, "soon"))) as instance:
             instance.run_coordinator  # noqa: B018
+
+
+def _iteration_seconds(instance: dg.DagsterInstance, submit_after: float | None = None) -> float:
+    """One iteration of Dagster's dequeuing daemon, in the thread the daemon controller gives it; a run is submitted
+    in this process `submit_after` seconds into it (None: none). How long the iteration took, from its start."""
+    from types import SimpleNamespace
+
+    from dagster._core.remote_origin import RegisteredCodeLocationOrigin, RemoteJobOrigin, RemoteRepositoryOrigin
+    from dagster._core.run_coordinator import SubmitRunContext
+
+    from ingest_pipelines.defs.run_coordinator import DEQUEUE_THREAD
+
+    daemon = create_daemon_of_type(QueuedRunCoordinatorDaemon.daemon_type(), instance)
+    timing: dict[str, float] = {}
+
+    def iterate() -> None:
+        started = time.monotonic()
+        # the daemon reads nothing but the instance from its context while it launches no run
+        for _ in daemon.run_iteration(SimpleNamespace(instance=instance)):  # type: ignore[arg-type]
+            pass
+        timing["seconds"] = time.monotonic() - started
+
+    thread = threading.Thread(target=iterate, name=DEQUEUE_THREAD)
+    thread.start()
+    if submit_after is not None:
+        time.sleep(submit_after)
+        # a queued run names where its job lives (it is never launched here: no run slot)
+        origin = RemoteJobOrigin(RemoteRepositoryOrigin(RegisteredCodeLocationOrigin("nowhere"), "__repository__"), "_queued_job")
+        run = instance.create_run_for_job(_queued_job, remote_job_origin=origin)
+        instance.run_coordinator.submit_run(SubmitRunContext(run, workspace=None))  # type: ignore[arg-type]
+        assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.QUEUED  # type: ignore[union-attr]
+    thread.join(timeout=120)
+    assert not thread.is_alive()
+    return timing["seconds"]
+
+
+@dg.op
+def _noop() -> None:
+    pass
+
+
+@dg.job
+def _queued_job() -> None:
+    _noop()
+
+
+def _home_launching_nothing(tmp_path: Path, interval: float) -> Path:
+    """The project's dagster.yaml with `interval` and no run slot: the daemon dequeues nothing, so a test needs no code location."""
+    document = yaml.safe_load((REPO_ROOT / "dagster.yaml").read_text())
+    document["run_coordinator"]["config"]["dequeue_interval_seconds"] = interval
+    document["concurrency"]["runs"]["max_concurrent_runs"] = 0
+    return project_home(tmp_path / "home", yaml.safe_dump(document))
+
+
+def test_the_daemon_looks_at_the_queue_as_soon_as_a_run_is_submitted_in_its_process(tmp_path: Path) -> None:
+    with dg.DagsterInstance.from_config(str(_home_launching_nothing(tmp_path, 5))) as instance:
+        # a sensor of the daemon submits 0.3 s into a check: the check waited for it (it did not read the queue
+        # before) and went on at once, not at the end of the interval
+        seconds = _iteration_seconds(instance, submit_after=0.3)
+        assert 0.3 <= seconds < 4
+
+
+def test_with_nothing_submitted_a_check_takes_the_interval_and_other_threads_never_wait(tmp_path: Path) -> None:
+    with dg.DagsterInstance.from_config(str(_home_launching_nothing(tmp_path, 1.5))) as instance:
+        # the check waits out its interval (so the daemon's loop starts the next one at once: the queue is still read every interval)
+        assert _iteration_seconds(instance) >= 1.4
+        # anyone else asking for the concurrency settings (the UI, the run launcher) gets them without waiting
+        started = time.monotonic()
+        for _ in range(3):
+            assert instance.get_concurrency_config().run_queue_config is not None
+        assert time.monotonic() - started < 1.0

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import threading
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -25,9 +26,12 @@ import yaml
 from dagster import DagsterInstance
 from dagster._config import StringSource
 from dagster._config.config_schema import UserConfigSchema
+from dagster._core.instance.config import ConcurrencyConfig
 from dagster._core.instance.ref import InstanceRef
 from dagster._core.storage.sqlite_storage import DagsterSqliteStorage
 from dagster._serdes import ConfigurableClassData
+
+from ingest_pipelines.defs.run_coordinator import DEQUEUE_THREAD
 
 try:
     import fcntl
@@ -40,7 +44,8 @@ LOCK_NAME = ".sqlite-storage.lock"
 
 class IngestInstance(DagsterInstance):
     """DagsterInstance whose default storage is LockedSqliteStorage in the instance's folder. In the daemon, it
-    gets the run launcher's warm run worker ready as the daemon starts (`LocalRunLauncher.prestart`)."""
+    gets the run launcher's warm run worker ready as the daemon starts (`LocalRunLauncher.prestart`), and lets
+    the dequeuing thread wait for a run submitted in the daemon (`IngestRunCoordinator.wait_for_submission`)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -48,6 +53,15 @@ class IngestInstance(DagsterInstance):
             prestart = getattr(self.run_launcher, "prestart", None)
             if prestart is not None:
                 prestart()
+
+    def get_concurrency_config(self) -> ConcurrencyConfig:
+        # the first thing the dequeuing daemon's iteration asks (`QueuedRunCoordinatorDaemon.run_iteration`),
+        # before it reads the queue: where the run coordinator can, wait there for a run submitted in this process
+        if threading.current_thread().name == DEQUEUE_THREAD and sys._getframe(1).f_code.co_name == "run_iteration":
+            wait = getattr(self.run_coordinator, "wait_for_submission", None)
+            if wait is not None:
+                wait()
+        return super().get_concurrency_config()
 
     @classmethod
     def config_schema(cls) -> dict[str, Any]:

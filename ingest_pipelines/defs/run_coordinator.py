@@ -8,6 +8,11 @@ to the last object). Here it may be a fraction; the daemon's loop waits in steps
 shortest interval that takes effect. Everything else (limits under `concurrency.runs`, tag limits, threads)
 is the QueuedRunCoordinator's.
 
+A run submitted in the daemon's own process (a sensor's, a schedule's, a backfill's) does not wait for the next
+check: the dequeuing thread waits for a submission at the start of each check, up to the interval (at most 5 s,
+so that stopping the daemon never waits longer), and looks at the queue as soon as one comes (`IngestInstance.get_concurrency_config` calls `wait_for_submission`). Runs from
+other processes (the UI, `ingest-pipelines serve`) are found by the check every interval, as before.
+
     run_coordinator:
       module: ingest_pipelines.defs.run_coordinator
       class: IngestRunCoordinator
@@ -18,14 +23,22 @@ is the QueuedRunCoordinator's.
 from __future__ import annotations
 
 import math
+import threading
 from typing import Any
 
 from dagster import Field
-from dagster._core.run_coordinator import QueuedRunCoordinator
+from dagster._core.run_coordinator import QueuedRunCoordinator, SubmitRunContext
+from dagster._core.storage.dagster_run import DagsterRun
 
 #: the daemon's loop (`IntervalDaemon.core_loop`) sleeps in steps of this: a shorter interval changes nothing
 LOOP_STEP_SECONDS = 0.5
 DEFAULT_DEQUEUE_SECONDS = 0.5
+#: the thread Dagster's daemon controller runs the dequeuing daemon in (`dagster-daemon-{daemon_type}`)
+DEQUEUE_THREAD = "dagster-daemon-QUEUED_RUN_COORDINATOR"
+#: the longest a check waits for a submission: the daemon's shutdown waits for a check in progress
+MAX_SUBMISSION_WAIT_SECONDS = 5.0
+#: set when a run is submitted in this process, cleared by the dequeuing thread as it looks at the queue
+_SUBMITTED = threading.Event()
 
 
 class IngestRunCoordinator(QueuedRunCoordinator):
@@ -56,3 +69,17 @@ class IngestRunCoordinator(QueuedRunCoordinator):
     @property
     def dequeue_interval_seconds(self) -> float:  # type: ignore[override]
         return self._dequeue_interval_seconds
+
+    def submit_run(self, context: SubmitRunContext) -> DagsterRun:
+        run = super().submit_run(context)
+        _SUBMITTED.set()
+        return run
+
+    def wait_for_submission(self) -> bool:
+        """In the dequeuing daemon's thread, before it reads the queue: wait up to the interval (at most
+        MAX_SUBMISSION_WAIT_SECONDS) for a run submitted in this process; whether one came. With none, the check
+        takes the whole interval and the daemon's loop starts the next one at once: the queue is still read at
+        least every interval."""
+        submitted = _SUBMITTED.wait(min(self._dequeue_interval_seconds, MAX_SUBMISSION_WAIT_SECONDS))
+        _SUBMITTED.clear()
+        return submitted
