@@ -628,7 +628,7 @@ def main(argv: list[str]) -> dict[str, Any]:
     parser.add_argument(
         "--rows", default=",".join(str(size) for size in sizes), help="report sizes, comma-separated (10000000: ~10 min, 2 GB of disk)"
     )
-    parser.add_argument("--repeat", type=int, default=2, help="interleaved rounds of the timed variants; medians are reported")
+    parser.add_argument("--repeat", type=int, default=3, help="interleaved rounds of the timed variants; medians are reported")
     args = parser.parse_args(argv)
     if args.variant:
         return _child(args.variant, Path(args.dir))
