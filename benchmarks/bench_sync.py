@@ -238,6 +238,11 @@ class Daemon:
     def runs(self) -> int:
         return len(self.instance.get_run_records())
 
+    def first_run_times(self) -> tuple[float, float | None, float | None]:
+        """When the first run was created, started (its worker began it) and ended (unix seconds), from the instance."""
+        first = min(self.instance.get_run_records(), key=lambda record: record.create_timestamp.timestamp())
+        return first.create_timestamp.timestamp(), first.start_time, first.end_time
+
 
 def bench_daemon_defaults(server: MotoServer, s3: Any, work: Path, objects: int) -> dict[str, Any]:
     """Out of the box: no tuning key, the real daemon; N objects already in the source. `aws s3 sync` of the same
@@ -265,6 +270,7 @@ def bench_daemon_defaults(server: MotoServer, s3: Any, work: Path, objects: int)
         done = done or time.time()
         first = daemon.first_tick()
         runs = daemon.runs()
+        created, started, ended = daemon.first_run_times() if runs else (None, None, None)
     copied = _count(s3, bucket)
     _drop(s3, bucket)
     aws_after = bench_aws(server, s3, source, objects)
@@ -280,6 +286,16 @@ def bench_daemon_defaults(server: MotoServer, s3: Any, work: Path, objects: int)
         "runs": runs,
         "objects_per_second": round(objects / seconds, 1),
     }
+    # where the time went: the first tick (listing, commit) until its run exists, the queue and the worker's start,
+    # the run itself (the copies)
+    phases = ""
+    if created and started and ended:
+        result["first_run_seconds"] = {
+            "tick_to_created": round(created - first, 2),
+            "created_to_started": round(started - created, 2),
+            "run": round(ended - started, 2),
+        }
+        phases = f" [first tick -> run created {created - first:.2f}s, -> run started {started - created:.2f}s, run {ended - started:.2f}s]"
     if aws and aws_before and aws_after:
         result["aws_s3_sync_objects_per_second"] = round(aws, 1)
         result["aws_s3_sync_before_after"] = [round(aws_before, 1), round(aws_after, 1)]
@@ -292,6 +308,7 @@ def bench_daemon_defaults(server: MotoServer, s3: Any, work: Path, objects: int)
             else ""
         )
         + f"; daemon start -> first tick {first - daemon.started:.1f}s"
+        + phases
     )
     return result
 
