@@ -10,8 +10,9 @@ is the QueuedRunCoordinator's.
 
 A run submitted in the daemon's own process (a sensor's, a schedule's, a backfill's) does not wait for the next
 check: the dequeuing thread waits for a submission at the start of each check, up to the interval (at most 5 s,
-so that stopping the daemon never waits longer), and looks at the queue as soon as one comes (`IngestInstance.get_concurrency_config` calls `wait_for_submission`). Runs from
-other processes (the UI, `ingest-pipelines serve`) are found by the check every interval, as before.
+so that stopping the daemon never waits longer), and looks at the queue as soon as one comes
+(`IngestInstance.get_concurrency_config` calls `wait_for_submission`). Runs from other processes (the UI,
+`ingest-pipelines serve`) are found by the check every interval, as before.
 
     run_coordinator:
       module: ingest_pipelines.defs.run_coordinator
@@ -75,11 +76,9 @@ class IngestRunCoordinator(QueuedRunCoordinator):
         _SUBMITTED.set()
         return run
 
-    def wait_for_submission(self) -> bool:
+    def wait_for_submission(self) -> None:
         """In the dequeuing daemon's thread, before it reads the queue: wait up to the interval (at most
-        MAX_SUBMISSION_WAIT_SECONDS) for a run submitted in this process; whether one came. With none, the check
-        takes the whole interval and the daemon's loop starts the next one at once: the queue is still read at
-        least every interval."""
-        submitted = _SUBMITTED.wait(min(self._dequeue_interval_seconds, MAX_SUBMISSION_WAIT_SECONDS))
+        MAX_SUBMISSION_WAIT_SECONDS) for a run submitted in this process. With none, the check takes the whole
+        interval and the daemon's loop starts the next one at once: the queue is still read at least every interval."""
+        _SUBMITTED.wait(min(self._dequeue_interval_seconds, MAX_SUBMISSION_WAIT_SECONDS))
         _SUBMITTED.clear()
-        return submitted
